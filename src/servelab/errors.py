@@ -1,0 +1,14 @@
+"""The one error type that user input can raise.
+
+The CLI turns a ``ConfigError`` into the line ``error: <field>: <reason>`` and exit code 2, so
+every validation in the library raises this, naming the field the user can fix.
+"""
+
+
+class ConfigError(ValueError):
+    """Bad user input: ``field`` names what to fix, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason

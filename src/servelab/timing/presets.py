@@ -1,0 +1,113 @@
+"""Named presets: a batch-time model with the token budget and token convention it goes with.
+
+A preset is a YAML mapping (the shipped ones live in ``presets/*.yaml`` next to this module)::
+
+    name: codellama-34b-a100     # required: the name load_preset() looks up
+    description: ...             # optional, one line
+    source: ...                  # optional: where the numbers come from
+    budget: 512                  # optional token budget b_max per batch (default 512)
+    convention: paper            # optional: paper | engine (default paper), see
+                                 #   servelab.analysis.capacity.work_per_request
+    timing:                      # required: a timing model, as timing_from_dict reads it
+      model: staircase
+      c_ms: 11.28
+      a_ms: 35.47
+      b0: 128
+
+A ``timing: {model: table, csv: rows.csv}`` path is relative to the preset file's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servelab.errors import ConfigError
+from servelab.timing.models import TimingModel, timing_from_dict
+
+PRESET_DIR = Path(__file__).parent / "presets"
+CONVENTIONS = ("paper", "engine")
+_KEYS = ("name", "description", "source", "budget", "convention", "timing")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A timing model plus the budget and convention its numbers were measured or stated with."""
+
+    name: str
+    timing: TimingModel
+    budget: int = 512
+    convention: str = "paper"
+    description: str = ""
+    source: str = ""
+
+
+def _text(d: Mapping[str, Any], key: str, default: str | None) -> str:
+    """A string field; ``default`` None means required."""
+    if key not in d:
+        if default is None:
+            raise ConfigError(f"preset.{key}", "missing")
+        return default
+    value = d[key]
+    if not isinstance(value, str) or (default is None and not value.strip()):
+        raise ConfigError(f"preset.{key}", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def preset_from_dict(d: Mapping[str, Any], base_dir: Path | None) -> Preset:
+    """Validate a preset mapping (see the module docstring)."""
+    for key in d:
+        if key not in _KEYS:
+            raise ConfigError(f"preset.{key}", f"unknown key; expected: {', '.join(_KEYS)}")
+    budget = d.get("budget", 512)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError("preset.budget", f"must be an integer >= 1, got {budget!r}")
+    convention = d.get("convention", "paper")
+    if convention not in CONVENTIONS:
+        raise ConfigError(
+            "preset.convention", f"must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
+        )
+    if "timing" not in d:
+        raise ConfigError("preset.timing", "missing")
+    return Preset(
+        name=_text(d, "name", None),
+        timing=timing_from_dict(d["timing"], base_dir),
+        budget=budget,
+        convention=convention,
+        description=_text(d, "description", ""),
+        source=_text(d, "source", ""),
+    )
+
+
+def load_preset_file(path: str | Path) -> Preset:
+    """Read one preset YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise ConfigError("preset-file", f"cannot read {path}: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("preset-file", f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("preset-file", f"{path}: must be a YAML mapping of preset keys")
+    return preset_from_dict(data, base_dir=path.parent)
+
+
+def list_presets() -> list[Preset]:
+    """The shipped presets, sorted by name."""
+    return sorted((load_preset_file(p) for p in PRESET_DIR.glob("*.yaml")), key=lambda p: p.name)
+
+
+def load_preset(name: str) -> Preset:
+    """A shipped preset by name."""
+    presets = {p.name: p for p in list_presets()}
+    if name not in presets:
+        raise ConfigError("preset", f"unknown preset {name!r}; known: {', '.join(presets)}")
+    return presets[name]

@@ -1,0 +1,48 @@
+"""A request as both the simulator and a real engine see it.
+
+The scheduler-visible state is the prompt length and how much of it has been computed; the true
+output length is present only so the engine can tell when a request finishes. A scheduler must
+not read ``output_tokens`` unless it declares itself clairvoyant (see ``Scheduler.clairvoyant``).
+"""
+
+from __future__ import annotations
+
+
+class Request:
+    """One request: ``prompt_tokens`` to prefill, then ``output_tokens`` to generate.
+
+    The underscored slots belong to the engine's decode pool (intrusive list links and lazy
+    round counters, so that serving every decoder costs O(1) instead of a loop over them).
+    """
+
+    __slots__ = (
+        "_finish_key",
+        "_last_token",
+        "_next",
+        "_pen_base",
+        "_prev",
+        "_seq",
+        "arrival",
+        "id",
+        "output_tokens",
+        "prefill_left",
+        "prompt_tokens",
+    )
+
+    def __init__(self, id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
+        self.id = id
+        self.arrival = arrival
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.prefill_left = prompt_tokens
+
+    @property
+    def prefill_computed(self) -> int:
+        """Prompt tokens already processed (chunked prefill makes this partial)."""
+        return self.prompt_tokens - self.prefill_left
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(id={self.id}, arrival={self.arrival:.6g}, "
+            f"prompt={self.prompt_tokens}, prefill_left={self.prefill_left})"
+        )

@@ -1,0 +1,102 @@
+"""The scheduler interface and the two ways of taking prefill work from the waiting queue.
+
+A scheduler sees an ``EngineView`` and returns a ``Batch``; it never learns whether the engine
+behind the view is simulated or real. The greedy fills here are shared by every policy so that
+"FCFS chunked" and "FCFS whole prompts" mean exactly one thing across the library.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, Protocol
+
+from servelab.core.batch import Batch
+from servelab.core.request import Request
+
+
+class EngineView(Protocol):
+    """What a scheduler may read. ``waiting`` holds requests with prefill left, oldest first
+    (partly prefilled ones included); ``decoding`` iterates decode-phase requests in the order
+    they entered decode (materialised on demand: O(number decoding))."""
+
+    now: float
+    budget: int
+    max_seqs: int | None
+    #: ``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
+    #: holds more than n requests).
+    seq_limit: int
+    waiting: Sequence[Request]
+    num_decoding: int
+
+    @property
+    def decoding(self) -> Iterable[Request]: ...
+
+
+class Scheduler(ABC):
+    """Builds one batch per iteration under the token budget and the optional request cap."""
+
+    name: ClassVar[str]
+    #: True when every batch takes min(budget, demand) tokens (li_dai_peng.md 3.1).
+    work_conserving: ClassVar[bool]
+    #: A policy that reads true output lengths must say so.
+    clairvoyant: ClassVar[bool] = False
+
+    @property
+    def whole_prefill(self) -> bool:
+        """True when a prompt must fit in one batch (so a prompt over the budget never runs)."""
+        return False
+
+    def options(self) -> dict[str, object]:
+        """The knobs this instance was built with, for result files."""
+        return {}
+
+    @abstractmethod
+    def schedule(self, view: EngineView) -> Batch:
+        """Return the next batch; an empty batch is only allowed when there is no work."""
+
+
+def fill_chunks(
+    waiting: Iterable[Request], tokens: int, seqs: int, max_requests: int | None = None
+) -> tuple[list[tuple[Request, int]], int]:
+    """Oldest first, give each waiting request as much of its remaining prefill as fits.
+
+    Finishing the oldest prompt before starting the next touches as few requests as possible
+    (Sarathi-Serve's rule). ``max_requests`` is the K_p window of K-FCFS. Returns the chunks
+    and the tokens they use.
+    """
+    chunks: list[tuple[Request, int]] = []
+    if tokens <= 0 or seqs <= 0:
+        return chunks, 0
+    limit = seqs if max_requests is None or max_requests > seqs else max_requests
+    used = 0
+    for req in waiting:
+        room = tokens - used
+        left = req.prefill_left
+        if left >= room:
+            chunks.append((req, room))
+            return chunks, tokens
+        chunks.append((req, left))
+        used += left
+        if len(chunks) == limit:
+            break
+    return chunks, used
+
+
+def fill_whole(
+    waiting: Iterable[Request], tokens: int, seqs: int
+) -> tuple[list[tuple[Request, int]], int]:
+    """Oldest first, add whole prompts while they fit; stop at the first that does not.
+
+    Stopping (rather than skipping to a smaller prompt) is the head-of-line blocking of
+    FasterTransformer and vanilla vLLM in the paper's stylisation.
+    """
+    chunks: list[tuple[Request, int]] = []
+    used = 0
+    for req in waiting:
+        n = req.prefill_left
+        if used + n > tokens or len(chunks) == seqs:
+            break
+        chunks.append((req, n))
+        used += n
+    return chunks, used

@@ -1,0 +1,45 @@
+"""The two non-mixed policies of Table 1: a batch is all prefill or all decode.
+
+They differ only in which phase wins when both have work, so they share one implementation.
+Whole prompts are the paper's reading (a prompt is never split); ``chunked_prefill`` lets a
+prompt span iterations, the variant some reproductions ran (li_dai_peng.md 5.2).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from servelab.core.batch import Batch
+from servelab.schedulers.base import EngineView, Scheduler, fill_chunks, fill_whole
+
+
+class Unmixed(Scheduler):
+    """Serve one phase per batch; ``decode_first`` picks the phase that wins."""
+
+    work_conserving: ClassVar[bool] = False
+    decode_first: ClassVar[bool]
+
+    def __init__(self, chunked_prefill: bool = False) -> None:
+        self.chunked_prefill = chunked_prefill
+
+    @property
+    def whole_prefill(self) -> bool:
+        return not self.chunked_prefill
+
+    def options(self) -> dict[str, object]:
+        return {"chunked_prefill": self.chunked_prefill}
+
+    def schedule(self, view: EngineView) -> Batch:
+        if self.decode_first and view.num_decoding:
+            return self._decode_batch(view)
+        if view.waiting:
+            fill = fill_chunks if self.chunked_prefill else fill_whole
+            chunks, _ = fill(view.waiting, view.budget, view.seq_limit)
+            if chunks:
+                return Batch(chunks, 0)
+        return self._decode_batch(view)
+
+    @staticmethod
+    def _decode_batch(view: EngineView) -> Batch:
+        return Batch([], min(view.num_decoding, view.budget, view.seq_limit))
+

@@ -1,0 +1,152 @@
+"""One run's configuration: the same fields as the CLI flags and the experiment YAML keys.
+
+A ``SimConfig`` is plain data; ``SimConfig.from_dict`` validates a mapping (YAML, ``--set``
+overrides, a notebook's dict) and names the offending key in every error, so the CLI can print
+``error: <field>: <reason>`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from servelab.errors import ConfigError
+
+DEFAULT_PRESET = "codellama-34b-a100"
+DEFAULT_REQUESTS = 5000
+
+
+@dataclass
+class SimConfig:
+    """Everything a single-engine run needs; ``None`` means "the preset's or the default"."""
+
+    preset: str = DEFAULT_PRESET
+    preset_file: str | None = None
+    scheduler: str = "sarathi"
+    schedulers: list[str] | None = None
+    budget: int | None = None
+    kmax: int | None = None
+    rate: float | None = None
+    load: float | None = None
+    prefill: str = "129"
+    decode: str = "112"
+    arrivals: str = "poisson"
+    trace: str | None = None
+    requests: int | None = None
+    duration: float | None = None
+    seed: int = 0
+    convention: str | None = None
+    drain: bool = False
+    chunked_prefill: bool = False
+    priority: str = "decode"
+    kp: int | None = None
+    kd: int | None = None
+    record_batches: bool = False
+    base_dir: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: str | None = None) -> SimConfig:
+        """Build from a mapping, converting types and rejecting unknown keys."""
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(key, f"unknown setting; known: {', '.join(sorted(known))}")
+            values[name] = _convert(name, raw)
+        return cls(**values, base_dir=base_dir)
+
+    def replace(self, **changes: Any) -> SimConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        _positive_int("budget", self.budget)
+        _positive_int("kmax", self.kmax)
+        _positive_int("requests", self.requests)
+        _positive_int("kp", self.kp)
+        _positive_int("kd", self.kd)
+        _positive_number("rate", self.rate)
+        _positive_number("load", self.load)
+        _positive_number("duration", self.duration)
+        if self.rate is not None and self.load is not None:
+            raise ConfigError("rate", "give --rate or --load, not both")
+        if self.requests is not None and self.duration is not None:
+            raise ConfigError("requests", "give --requests or --duration, not both")
+        if self.trace is not None and self.duration is not None:
+            raise ConfigError("duration", "a trace's length is its own; use --requests to cut it")
+        if self.convention not in (None, "paper", "engine"):
+            raise ConfigError("convention", "must be 'paper' or 'engine'")
+        if self.seed < 0:
+            raise ConfigError("seed", "must be >= 0")
+        if self.schedulers is not None and not self.schedulers:
+            raise ConfigError("schedulers", "list at least one scheduler")
+
+
+_INT_FIELDS = {"budget", "kmax", "requests", "seed", "kp", "kd"}
+_FLOAT_FIELDS = {"rate", "load", "duration"}
+_BOOL_FIELDS = {"drain", "chunked_prefill", "record_batches"}
+_STR_FIELDS = {"preset", "preset_file", "scheduler", "prefill", "decode", "arrivals", "trace",
+               "convention", "priority"}
+
+
+def _convert(name: str, raw: Any) -> Any:
+    """Turn YAML/--set values (often strings) into the field's type, or say why not."""
+    if raw is None:
+        return None
+    if name in _INT_FIELDS:
+        return _to_int(name, raw)
+    if name in _FLOAT_FIELDS:
+        return _to_float(name, raw)
+    if name in _BOOL_FIELDS:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "yes", "1", "on"):
+            return True
+        if text in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
+    if name == "schedulers":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return [str(s).strip() for s in items if str(s).strip()]
+    if name in _STR_FIELDS:
+        return str(raw)
+    raise AssertionError(f"unhandled field {name}")
+
+
+def _to_int(name: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(name, f"expected an integer, got {raw!r}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if not value.is_integer():
+        raise ConfigError(name, f"expected an integer, got {raw!r}")
+    return int(value)
+
+
+def _to_float(name: str, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(name, f"expected a number, got {raw!r}")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"expected a finite number, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(name, "must be >= 1")
+
+
+def _positive_number(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigError(name, "must be > 0")

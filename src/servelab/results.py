@@ -1,0 +1,159 @@
+"""Run results as plain tables, and writing them without ever leaving half a result behind.
+
+A result directory is written into a temporary sibling and renamed into place, so a crash or a
+bad input leaves either the complete directory or nothing. An existing non-empty directory is
+never overwritten: losing earlier results is worse than asking for another name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servelab.errors import ConfigError
+from servelab.sim.engine import BatchRecord
+
+
+@dataclass
+class RequestTable:
+    """One row per request (times in seconds, NaN where it has not happened yet)."""
+
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+    COLUMNS = ("id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens",
+               "ttft_ms", "e2e_ms")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> np.ndarray:
+        return self.finish_s - self.arrival_s
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {
+            "id": np.arange(len(self)),
+            "arrival_s": self.arrival_s,
+            "first_token_s": self.first_token_s,
+            "finish_s": self.finish_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "ttft_ms": self.ttft_s * 1e3,
+            "e2e_ms": self.e2e_s * 1e3,
+        }
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.columns())
+
+    def write_csv(self, path: Path) -> None:
+        _write_columns(path, self.columns())
+
+
+@dataclass
+class BacklogSeries:
+    """Unprocessed tokens and requests in the system, sampled over time."""
+
+    time_s: np.ndarray
+    tokens: np.ndarray
+    requests: np.ndarray
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"time_s": self.time_s, "unprocessed_tokens": self.tokens,
+                "requests_in_system": self.requests}
+
+    def write_csv(self, path: Path) -> None:
+        _write_columns(path, self.columns())
+
+
+@dataclass
+class SimResult:
+    """What ``servelab.simulate`` returns: the summary dict and the tables behind it."""
+
+    summary: dict[str, Any]
+    requests: RequestTable
+    backlog: BacklogSeries
+    batches: list[BatchRecord] | None = None
+
+    def write_into(self, directory: Path) -> None:
+        """Write ``summary.json``, ``requests.csv`` and ``backlog.csv`` into ``directory``."""
+        (directory / "summary.json").write_text(to_json(self.summary) + "\n")
+        self.requests.write_csv(directory / "requests.csv")
+        self.backlog.write_csv(directory / "backlog.csv")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else repr(float(value))
+    return str(value)
+
+
+def _write_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
+    names = list(columns)
+    rows = zip(*(columns[name].tolist() for name in names), strict=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow([_format(v) for v in row])
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: missing statistics become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    return value
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(_clean(data), indent=2, allow_nan=False)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Fail before any work if ``out_dir`` would overwrite earlier results."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError("out", f"{out_dir} exists and is not empty; choose another directory")
+
+
+def write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
+    """Let ``fill`` write into a temporary directory, then move it to ``out_dir`` whole."""
+    check_out_dir(out_dir)
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("out", f"cannot create {parent}: {exc.strerror}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -68,7 +68,7 @@ def test_simulate_json_contract() -> None:
     s = ok_json("simulate", "--preset", "codellama-34b-a100", "--scheduler", "sarathi",
                 "--budget", "512", "--prefill", "129", "--decode", "112", *SMALL,
                 "--arrivals", "gamma:2", "--convention", "engine")
-    assert SIMULATE_KEYS <= s.keys()
+    assert s.keys() >= SIMULATE_KEYS
     assert {"tokens_per_s", "max_rate"} <= s["capacity"].keys()
     assert {"tokens_per_s", "requests_per_s"} <= s["throughput"].keys()
     for key in ("ttft_ms", "tbt_ms", "e2e_ms"):

@@ -55,12 +55,14 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
 def simulate_text(s: dict[str, Any]) -> str:
     """The human report of one run."""
     lo, hi = s["verdict_window_s"]
+    slope = _num(s["backlog_slope_tokens_per_s"])
+    stderr = _num(s["backlog_slope_stderr_tokens_per_s"])
+    tolerance = _num(s["verdict_threshold_tokens_per_s"])
     lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s)]
     lines += [
-        f"measured  verdict {s['verdict'].upper()}: backlog slope "
-        f"{_num(s['backlog_slope_tokens_per_s'])} ± {_num(s['backlog_slope_stderr_tokens_per_s'])}"
-        f" tokens/s over {lo:,.1f}-{hi:,.1f} s (tolerance {_num(s['verdict_threshold_tokens_per_s'])}"
-        f" tokens/s; fluid {_num(s['fluid_slope_tokens_per_s'])})",
+        f"measured  verdict {s['verdict'].upper()}: backlog slope {slope} ± {stderr} tokens/s "
+        f"over {lo:,.1f}-{hi:,.1f} s (tolerance {tolerance} tokens/s; "
+        f"fluid {_num(s['fluid_slope_tokens_per_s'])})",
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
         f"{s['throughput']['requests_per_s']:.3f} req/s; {s['completed']:,} completed, "
         f"{s['in_flight']:,} in flight, {s['iterations']:,} iterations, "

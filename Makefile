@@ -16,7 +16,7 @@ $(VENV)/.test-extras: $(BIN)/servelab
 	touch $@
 
 demo: $(BIN)/servelab
-	$(BIN)/servelab compare --out demo-output
+	$(BIN)/servelab compare
 
 test: $(VENV)/.test-extras
 	$(BIN)/ruff check src tests benchmarks
@@ -29,4 +29,4 @@ bench: $(BIN)/servelab
 	$(BIN)/python benchmarks/sim_speed.py
 
 clean:
-	rm -rf $(VENV) demo-output build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info

@@ -5,12 +5,13 @@ FCFS list and a *frontier*: the first request that was not served in the last ro
 before it was). A round that serves the first k only walks from the old frontier to the new one,
 so its cost is the change in k, and a round that serves everyone again costs O(1).
 
-Progress is a global round counter: a request entering at round G with r tokens to go finishes
-at round G + r, kept in a heap of finish keys. A round that leaves a tail unserved moves that
-tail's keys one round later; that suffix update is one Fenwick-tree add, and a popped key is
-re-checked against it lazily (keys only ever grow, so a stale key is early, never late).
+Progress is a global round counter. Only requests in the served prefix sit in the finish heap:
+one that joins the prefix after round G with r tokens to go finishes at round G + r. One that
+drops out of the prefix stores its remaining tokens and leaves a stale heap entry behind (its
+key no longer matches, so it is skipped when popped). Joining and dropping out happen on the
+frontier walks above, so a round costs the change in k, whatever the length of the tail.
 
-Time-between-tokens are accumulated as a histogram {gap seconds: count}: requests served in two
+Time-between-tokens are accumulated as a histogram {gap ticks: count}: requests served in two
 consecutive rounds all see the same gap, so one dict update covers them; only requests that
 rejoin the served prefix, or get their first decode token, are handled one by one.
 """
@@ -27,38 +28,10 @@ from servelab.core.request import Request
 TICKS_PER_S = 10_000_000
 
 
-class Fenwick:
-    """Prefix sums over entry sequence numbers: suffix adds, point queries, O(log n)."""
-
-    __slots__ = ("tree",)
-
-    def __init__(self, size: int) -> None:
-        self.tree = [0] * (size + 1)
-
-    def add_suffix(self, index: int) -> None:
-        """Add one to every position >= index."""
-        tree = self.tree
-        i = index + 1
-        n = len(tree)
-        while i < n:
-            tree[i] += 1
-            i += i & -i
-
-    def value(self, index: int) -> int:
-        """The number of suffix adds that cover ``index``."""
-        tree = self.tree
-        i = index + 1
-        total = 0
-        while i > 0:
-            total += tree[i]
-            i -= i & -i
-        return total
-
-
 class DecodePool:
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
-    def __init__(self, capacity: int, first_token: list[float], tbt_hist: dict[int, int]):
+    def __init__(self, first_token: list[float], tbt_hist: dict[int, int]) -> None:
         self.head: Request | None = None
         self.tail: Request | None = None
         self.size = 0
@@ -66,8 +39,6 @@ class DecodePool:
         self._served_before = 0
         self._rounds = 0
         self._heap: list[tuple[int, int, Request]] = []
-        self._penalties = Fenwick(capacity)
-        self._penalty_events = 0
         self._last_round_time = 0.0
         self._seq = 0
         self._first_token = first_token
@@ -81,13 +52,12 @@ class DecodePool:
 
     def add(self, req: Request, remaining: int, last_token: float | None) -> None:
         """Enter decode with ``remaining`` tokens to go; ``last_token`` is the time of the
-        token already emitted (engine convention), or None when the first is still to come."""
-        seq = self._seq
-        self._seq = seq + 1
-        req._seq = seq
-        key = self._rounds + remaining
-        req._finish_key = key
-        req._pen_base = self._penalties.value(seq) if self._penalty_events else 0
+        token already emitted (engine convention), or None when the first is still to come.
+        A new request joins the unserved tail; the next round that reaches it serves it."""
+        req._seq = self._seq
+        self._seq += 1
+        req._remaining = remaining
+        req._finish_key = -1
         req._last_token = last_token
         req._next = None
         tail = self.tail
@@ -100,17 +70,18 @@ class DecodePool:
         if self._frontier is None:
             self._frontier = req
         self.size += 1
-        heappush(self._heap, (key, seq, req))
 
     def serve(self, k: int, now: float, finished: list[Request]) -> None:
         """Serve the first ``k`` decoders one token each, the round ending at ``now``;
         append the requests that got their last token to ``finished``."""
         hist = self._tbt
+        heap = self._heap
         before = self._served_before
         last_round = self._last_round_time
         frontier = self._frontier
+        rounds = self._rounds
         if k >= before:
-            # Requests from the old frontier up to position k rejoin (or join) the served prefix.
+            # Requests from the old frontier up to position k join (or rejoin) the prefix.
             first_token = self._first_token
             for _ in range(k - before):
                 last = frontier._last_token
@@ -119,13 +90,18 @@ class DecodePool:
                 else:
                     gap = int((now - last) * TICKS_PER_S + 0.5)
                     hist[gap] = hist.get(gap, 0) + 1
+                key = rounds + frontier._remaining
+                frontier._finish_key = key
+                heappush(heap, (key, frontier._seq, frontier))
                 frontier = frontier._next
             in_sync = before
         else:
-            # The prefix shrinks: positions k..before-1 drop out, their last token was last round.
+            # The prefix shrinks: positions k..before-1 drop out after a token last round.
             req = self.tail if frontier is None else frontier._prev
             for _ in range(before - k):
                 req._last_token = last_round
+                req._remaining = req._finish_key - rounds
+                req._finish_key = -1
                 frontier = req
                 req = req._prev
             in_sync = k
@@ -134,19 +110,12 @@ class DecodePool:
             hist[gap] = hist.get(gap, 0) + in_sync
         self._frontier = frontier
         self._last_round_time = now
-        rounds = self._rounds = self._rounds + 1
-        if frontier is not None:
-            self._penalties.add_suffix(frontier._seq)
-            self._penalty_events += 1
-        heap = self._heap
+        rounds = self._rounds = rounds + 1
         done = 0
         while heap and heap[0][0] <= rounds:
-            _, seq, req = heappop(heap)
-            if self._penalty_events:
-                key = req._finish_key + self._penalties.value(seq) - req._pen_base
-                if key > rounds:
-                    heappush(heap, (key, seq, req))
-                    continue
+            key, _, req = heappop(heap)
+            if req._finish_key != key:
+                continue  # stale: the request dropped out of the prefix since this push
             prev, nxt = req._prev, req._next
             if prev is None:
                 self.head = nxt

@@ -113,7 +113,7 @@ class Engine:
         first_token = [math.nan] * n
         finish = [math.nan] * n
         tbt_hist: dict[int, int] = {}
-        pool = DecodePool(n, first_token, tbt_hist)
+        pool = DecodePool(first_token, tbt_hist)
         self._pool = pool
         waiting = self.waiting
         waiting.clear()

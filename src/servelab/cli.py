@@ -178,18 +178,17 @@ def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
     names = config.schedulers or None
     _progress(f"simulating {', '.join(names or ('all five schedulers',))} ...")
     result = compare(config, names)
-    plot_path = Path(args.plot) if args.plot else None
+    plot_in_out = out is not None and not args.plot  # the plot travels with the results
     if out is not None:
-        write_atomically(out, lambda d: _write_compare(result, d, plot_path is None))
-    if plot_path is not None or out is None:
-        plot_path = plot_path or Path(DEFAULT_PLOT)
+        write_atomically(out, lambda d: _write_compare(result, d, plot_in_out))
+    plot_path = out / "backlog.png" if plot_in_out else Path(args.plot or DEFAULT_PLOT)
+    if not plot_in_out:
         plot_backlog(result.results, plot_path)
-    shown = (out / "backlog.png") if out is not None and args.plot is None else plot_path
-    payload = {"theory": {k: result.summaries[0][k] for k in ("rate", "load", "capacity",
-                                                               "fluid_slope_tokens_per_s")},
-               "results": result.summaries, "plot": str(shown)}
+    theory = {k: result.summaries[0][k]
+              for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s")}
+    payload = {"theory": theory, "results": result.summaries, "plot": str(plot_path)}
     _emit(to_json(payload) if args.json else compare_text(result.summaries)
-          + f"\n\nbacklog plot: {shown}")
+          + f"\n\nbacklog plot: {plot_path}")
 
 
 def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> None:

@@ -8,6 +8,7 @@ overrides, a notebook's dict) and names the offending key in every error, so the
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,28 +119,28 @@ def _convert(name: str, raw: Any) -> Any:
     raise AssertionError(f"unhandled field {name}")
 
 
-def _to_int(name: str, raw: Any) -> int:
+def _to_float(name: str, raw: Any, what: str = "a number") -> float:
     if isinstance(raw, bool):
-        raise ConfigError(name, f"expected an integer, got {raw!r}")
+        raise ConfigError(name, f"expected {what}, got {raw!r}")
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+        raise ConfigError(name, f"expected {what}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(name, f"expected {what}, got {raw!r}")
+    return value
+
+
+def _to_int(name: str, raw: Any) -> int:
+    """Integers, also written as ``5.0`` or ``1e3``; exact for large ones like seeds."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+        return int(raw)
+    value = _to_float(name, raw, "an integer")
     if not value.is_integer():
         raise ConfigError(name, f"expected an integer, got {raw!r}")
     return int(value)
-
-
-def _to_float(name: str, raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ConfigError(name, f"expected a number, got {raw!r}")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"expected a number, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(name, f"expected a finite number, got {raw!r}")
-    return value
 
 
 def _positive_int(name: str, value: int | None) -> None:

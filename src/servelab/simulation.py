@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from servelab.analysis.metrics import hist_stats_ms, stats_ms
 from servelab.analysis.stability import backlog_verdict
 from servelab.analysis.theory import request_capacity, theory_summary
@@ -57,10 +59,20 @@ def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
     return config if isinstance(config, SimConfig) else SimConfig.from_dict(dict(config))
 
 
-def resolve_preset(config: SimConfig) -> Preset:
+def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
+    """The preset, and the budget and convention after the config's overrides."""
     if config.preset_file is not None:
-        return load_preset_file(_path(config.preset_file, config))
-    return load_preset(config.preset)
+        preset = load_preset_file(_path(config.preset_file, config))
+    else:
+        preset = load_preset(config.preset)
+    budget = config.budget if config.budget is not None else preset.budget
+    return preset, budget, config.convention or preset.convention
+
+
+def resolve_workload(config: SimConfig) -> WorkloadSpec:
+    base_dir = Path(config.base_dir) if config.base_dir is not None else None
+    return WorkloadSpec.resolve(config.arrivals, config.prefill, config.decode, config.trace,
+                                base_dir)
 
 
 def _path(name: str, config: SimConfig) -> Path:
@@ -76,12 +88,8 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     if config.rate is None and config.load is None and config.trace is None:
         raise ConfigError("rate", "required (requests per second), or --load as a fraction "
                                   "of capacity, or a --trace")
-    preset = resolve_preset(config)
-    budget = config.budget if config.budget is not None else preset.budget
-    convention = config.convention or preset.convention
-    base_dir = Path(config.base_dir) if config.base_dir is not None else None
-    spec = WorkloadSpec.resolve(config.arrivals, config.prefill, config.decode, config.trace,
-                                base_dir)
+    preset, budget, convention = resolve_engine(config)
+    spec = resolve_workload(config)
     rate = config.rate
     if config.load is not None:
         _, max_rate, _ = request_capacity(preset.timing, budget, spec.mean_prompt,
@@ -136,10 +144,9 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
     verdict = backlog_verdict(rec.backlog_time, rec.backlog_tokens, scenario.horizon,
                               theory["offered_tokens_per_s"])
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
-    done = requests.finish_s == requests.finish_s
-    output_tokens = requests.output_tokens[done]
-    tpot = (requests.e2e_s - requests.ttft_s)[done & (requests.output_tokens > 1)] / (
-        requests.output_tokens[done & (requests.output_tokens > 1)] - 1)
+    done = np.isfinite(requests.finish_s)
+    multi = done & (requests.output_tokens > 1)  # TPOT needs a second token
+    tpot = (requests.e2e_s - requests.ttft_s)[multi] / (requests.output_tokens[multi] - 1)
     summary: dict[str, Any] = {
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
@@ -150,8 +157,7 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
         "kmax": c.kmax,
         "convention": scenario.convention,
         "workload": {**scenario.spec.describe(), "seed": c.seed},
-        **{k: v for k, v in theory.items() if k not in ("offered_tokens_per_s",)},
-        "offered_tokens_per_s": theory["offered_tokens_per_s"],
+        **theory,
         **verdict.to_dict(),
         "horizon_s": scenario.horizon,
         "end_s": rec.end_time,
@@ -165,7 +171,7 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
         "throughput": {
             "tokens_per_s": (rec.prefill_tokens + rec.decode_tokens) / elapsed,
             "requests_per_s": rec.completed / elapsed,
-            "output_tokens_per_s": float(output_tokens.sum()) / elapsed,
+            "output_tokens_per_s": float(requests.output_tokens[done].sum()) / elapsed,
         },
         "ttft_ms": stats_ms(requests.ttft_s),
         "tbt_ms": hist_stats_ms(rec.tbt_hist, TICKS_PER_S),
@@ -196,11 +202,8 @@ def compare(
 def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The theory alone for a configuration (no simulation)."""
     config = as_config(config)
-    preset = resolve_preset(config)
-    budget = config.budget if config.budget is not None else preset.budget
-    convention = config.convention or preset.convention
-    spec = WorkloadSpec.resolve(config.arrivals, config.prefill, config.decode, config.trace,
-                                Path(config.base_dir) if config.base_dir else None)
+    preset, budget, convention = resolve_engine(config)
+    spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
     _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
     rate = config.rate if config.rate is not None else (config.load or 0.0) * max_rate

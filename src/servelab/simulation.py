@@ -28,6 +28,8 @@ from servelab.sim.engine import Engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
 from servelab.workload.build import Workload, WorkloadSpec
 
+DEFAULT_COMPARE = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -75,6 +77,17 @@ def resolve_workload(config: SimConfig) -> WorkloadSpec:
                                 base_dir)
 
 
+def requested_rate(
+    config: SimConfig, preset: Preset, budget: int, convention: str, spec: WorkloadSpec
+) -> float | None:
+    """``--rate``, or ``--load`` times the capacity lambda*; None when neither is given."""
+    if config.load is None:
+        return config.rate
+    _, max_rate, _ = request_capacity(preset.timing, budget, spec.mean_prompt, spec.mean_output,
+                                      convention)
+    return config.load * max_rate
+
+
 def _path(name: str, config: SimConfig) -> Path:
     path = Path(name)
     if config.base_dir is not None and not path.is_absolute():
@@ -90,11 +103,7 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
                                   "of capacity, or a --trace")
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
-    rate = config.rate
-    if config.load is not None:
-        _, max_rate, _ = request_capacity(preset.timing, budget, spec.mean_prompt,
-                                          spec.mean_output, convention)
-        rate = config.load * max_rate
+    rate = requested_rate(config, preset, budget, convention, spec)
     count = config.requests
     if count is None and config.duration is None and spec.trace is None:
         count = DEFAULT_REQUESTS
@@ -205,10 +214,9 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
-    _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
-    rate = config.rate if config.rate is not None else (config.load or 0.0) * max_rate
-    if config.rate is None and config.load is None and spec.trace is not None:
-        rate = spec.trace.mean_rate
+    rate = requested_rate(config, preset, budget, convention, spec)
+    if rate is None:  # no rate: a trace's own pace, or the theory alone
+        rate = spec.trace.mean_rate if spec.trace is not None else 0.0
     out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {
@@ -228,9 +236,6 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     if out["kmax_region"] is not None:
         result["kmax_region"] = out["kmax_region"]
     return result
-
-
-DEFAULT_COMPARE = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
 
 
 def _version() -> str:

@@ -108,7 +108,7 @@ class Engine:
     ) -> EngineRecords:
         """Simulate requests (sorted by arrival) until ``horizon``, or until all finish."""
         n = len(arrival)
-        # Plain Python numbers: numpy scalars would make every time step ~10x slower.
+        # Plain Python numbers: numpy scalars in the time arithmetic cost a third more wall time.
         arrival = np.asarray(arrival, dtype=float).tolist()
         prompt = np.asarray(prompt, dtype=np.int64).tolist()
         output = np.asarray(output, dtype=np.int64).tolist()

@@ -7,21 +7,23 @@ not read ``output_tokens`` unless it declares itself clairvoyant (see ``Schedule
 
 from __future__ import annotations
 
+#: ``Request._finish_key`` of a decoder outside the decode pool's served prefix (as every
+#: request starts), and of a finished one; otherwise it is the round the request finishes.
+UNSERVED = -1
+FINISHED = -2
+
 
 class Request:
     """One request: ``prompt_tokens`` to prefill, then ``output_tokens`` to generate.
 
-    The underscored slots belong to the engine's decode pool (intrusive list links and lazy
-    round counters, so that serving every decoder costs O(1) instead of a loop over them).
+    The underscored slots belong to the engine's decode pool (lazy round counters, so that
+    serving every decoder costs O(1) instead of a loop over them).
     """
 
     __slots__ = (
         "_finish_key",
         "_last_token",
-        "_next",
-        "_prev",
         "_remaining",
-        "_seq",
         "arrival",
         "id",
         "output_tokens",
@@ -35,6 +37,9 @@ class Request:
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.prefill_left = prompt_tokens
+        # The decode pool's initial state: outside its served prefix, no token emitted yet.
+        self._finish_key = UNSERVED
+        self._last_token: float | None = None
 
     @property
     def prefill_computed(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import ClassVar, Protocol
 
 from servelab.core.batch import Batch
@@ -69,18 +70,15 @@ def fill_chunks(
     if tokens <= 0 or seqs <= 0:
         return chunks, 0
     limit = seqs if max_requests is None or max_requests > seqs else max_requests
-    used = 0
-    for req in waiting:
-        room = tokens - used
+    room = tokens
+    for req in islice(waiting, limit):
         left = req.prefill_left
         if left >= room:
             chunks.append((req, room))
             return chunks, tokens
         chunks.append((req, left))
-        used += left
-        if len(chunks) == limit:
-            break
-    return chunks, used
+        room -= left
+    return chunks, tokens - room
 
 
 def fill_whole(

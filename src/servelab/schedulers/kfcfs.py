@@ -10,6 +10,7 @@ built on this class.
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 from servelab.core.batch import Batch
@@ -40,6 +41,8 @@ class KFCFS(Scheduler):
         self._decode_priority = priority == "decode"
         self.k_prefill = k_prefill
         self.k_decode = k_decode
+        # K_d as a number, so the hot path compares instead of testing for None first.
+        self._decode_window = k_decode if k_decode is not None else sys.maxsize
 
     def options(self) -> dict[str, object]:
         return {"priority": self.priority, "kp": self.k_prefill, "kd": self.k_decode}
@@ -48,10 +51,13 @@ class KFCFS(Scheduler):
         budget = view.budget
         seqs = view.seq_limit
         d = view.num_decoding
-        if self.k_decode is not None and d > self.k_decode:
-            d = self.k_decode
+        if d > self._decode_window:
+            d = self._decode_window
         if self._decode_priority:
-            d = min(d, budget, seqs)
+            if d > budget:
+                d = budget
+            if d > seqs:
+                d = seqs
             return Batch(fill_chunks(view.waiting, budget - d, seqs - d, self.k_prefill)[0], d)
         chunks, used = fill_chunks(view.waiting, budget, seqs, self.k_prefill)
         return Batch(chunks, min(d, budget - used, seqs - len(chunks)))

@@ -1,15 +1,20 @@
 """Decode-phase requests, served one token per round, oldest first, without per-request loops.
 
-Every policy here serves "the first k decoders" each round. The pool keeps them in an intrusive
-FCFS list and a *frontier*: the first request that was not served in the last round (everything
-before it was). A round that serves the first k only walks from the old frontier to the new one,
-so its cost is the change in k, and a round that serves everyone again costs O(1).
+Every policy here serves "the first k decoders" each round. The pool keeps them in a list in
+the order they entered decode, and a *frontier*: the index just past the requests served in the
+last round. A round that serves the first k only walks from the old frontier to the new one, so
+its cost is the change in k, and a round that serves everyone again costs O(1).
 
-Progress is a global round counter. Only requests in the served prefix sit in the finish heap:
-one that joins the prefix after round G with r tokens to go finishes at round G + r. One that
-drops out of the prefix stores its remaining tokens and leaves a stale heap entry behind (its
-key no longer matches, so it is skipped when popped). Joining and dropping out happen on the
-frontier walks above, so a round costs the change in k, whatever the length of the tail.
+Progress is a global round counter. Only requests in the served prefix are booked to finish:
+one that joins the prefix after round G with r tokens to go finishes at round G + r, and is
+filed in a bucket {round: requests} (round numbers are consecutive integers, so a dict of
+buckets replaces a heap). One that drops out of the prefix stores its remaining tokens and
+leaves a stale entry behind (its key no longer matches, so it is skipped when its bucket comes
+up). Joining and dropping out happen on the frontier walks above, so a round costs the change in
+k, whatever the length of the unserved tail.
+
+Finished requests are not removed from the list one by one; they are marked and skipped, and the
+list is compacted when they outnumber the live ones, which costs O(1) per request amortised.
 
 Time-between-tokens are accumulated as a histogram {gap ticks: count}: requests served in two
 consecutive rounds all see the same gap, so one dict update covers them; only requests that
@@ -18,114 +23,135 @@ rejoin the served prefix, or get their first decode token, are handled one by on
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
-from heapq import heappop, heappush
 
-from servelab.core.request import Request
+from servelab.core.request import FINISHED, UNSERVED, Request
 
 #: TBT gaps are kept as integer ticks of 0.1 microsecond, so that equal gaps share one
 #: histogram bin whatever float noise their subtraction carries (and ``round`` is slow).
 TICKS_PER_S = 10_000_000
 
 
+
 class DecodePool:
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
-    def __init__(self, first_token: list[float], tbt_hist: dict[int, int]) -> None:
-        self.head: Request | None = None
-        self.tail: Request | None = None
-        self.size = 0
-        self._frontier: Request | None = None
-        self._served_before = 0
+    __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_finish", "_first_token",
+                 "_frontier", "_last_round_time", "_order", "_rounds", "_served_before", "_tbt",
+                 "completed", "size")
+
+    def __init__(self, first_token: list[float], finish: list[float],
+                 tbt_hist: defaultdict[int, int]) -> None:
+        """Token times are written straight into ``first_token`` and ``finish`` (indexed by
+        request id) and gaps into ``tbt_hist``, so the engine never touches a decoder."""
+        self._order: list[Request] = []  # entered-decode order; finished ones marked, not removed
+        self._compacted_at = 0  # ``completed`` at the last compaction: the rest are in _order
+        self._dead_beyond = False  # whether any lie beyond the frontier (after a shrink)
+        self.size = 0  # live decoders
+        self.completed = 0
+        self._frontier = 0  # index just past the served prefix of ``_order``
+        self._served_before = 0  # live decoders before the frontier (served last round)
         self._rounds = 0
-        self._heap: list[tuple[int, int, Request]] = []
+        self._buckets: defaultdict[int, list[Request]] = defaultdict(list)
         self._last_round_time = 0.0
-        self._seq = 0
         self._first_token = first_token
+        self._finish = finish
         self._tbt = tbt_hist
 
     def __iter__(self) -> Iterator[Request]:
-        req = self.head
-        while req is not None:
-            yield req
-            req = req._next
+        return (req for req in self._order if req._finish_key != FINISHED)
 
-    def add(self, req: Request, remaining: int, last_token: float | None) -> None:
-        """Enter decode with ``remaining`` tokens to go; ``last_token`` is the time of the
-        token already emitted (engine convention), or None when the first is still to come.
-        A new request joins the unserved tail; the next round that reaches it serves it."""
-        req._seq = self._seq
-        self._seq += 1
-        req._remaining = remaining
-        req._finish_key = -1
-        req._last_token = last_token
-        req._next = None
-        tail = self.tail
-        req._prev = tail
-        if tail is None:
-            self.head = req
-        else:
-            tail._next = req
-        self.tail = req
-        if self._frontier is None:
-            self._frontier = req
-        self.size += 1
+    def add(self, reqs: list[Request], first_token_at: float | None = None) -> None:
+        """Enter decode at the unserved tail; the next round that reaches them serves them.
 
-    def serve(self, k: int, now: float, finished: list[Request]) -> None:
-        """Serve the first ``k`` decoders one token each, the round ending at ``now``;
-        append the requests that got their last token to ``finished``."""
+        ``first_token_at`` is when the prefill's iteration emitted output token 1 (engine
+        convention); without it every output token is still to come (paper convention).
+        A new request already carries the pool's initial state (see ``Request``)."""
+        if first_token_at is not None:
+            for req in reqs:
+                req._remaining = req.output_tokens - 1
+                req._last_token = first_token_at
+        self._order.extend(reqs)
+        self.size += len(reqs)
+
+    def serve(self, k: int, now: float) -> None:
+        """Serve the first ``k`` decoders one token each, the round ending at ``now``."""
+        order = self._order
         hist = self._tbt
-        heap = self._heap
         before = self._served_before
         last_round = self._last_round_time
-        frontier = self._frontier
+        i = self._frontier
         rounds = self._rounds
-        if k >= before:
-            # Requests from the old frontier up to position k join (or rejoin) the prefix.
+        if k > before:
+            # Live requests from the old frontier up to the k-th join (or rejoin) the prefix.
+            if self._dead_beyond:
+                joining = []
+                while len(joining) < k - before:
+                    req = order[i]
+                    i += 1
+                    if req._finish_key != FINISHED:
+                        joining.append(req)
+            else:
+                joining = order[i:i + k - before]
+                i += k - before
             first_token = self._first_token
-            for _ in range(k - before):
-                last = frontier._last_token
-                if last is None:
-                    first_token[frontier.id] = now
+            buckets = self._buckets
+            for req in joining:
+                last = req._last_token
+                if last is None:  # its first token
+                    first_token[req.id] = now
+                    key = rounds + req.output_tokens
                 else:
-                    gap = int((now - last) * TICKS_PER_S + 0.5)
-                    hist[gap] = hist.get(gap, 0) + 1
-                key = rounds + frontier._remaining
-                frontier._finish_key = key
-                heappush(heap, (key, frontier._seq, frontier))
-                frontier = frontier._next
+                    hist[int((now - last) * TICKS_PER_S + 0.5)] += 1
+                    key = rounds + req._remaining
+                req._finish_key = key
+                buckets[key].append(req)
             in_sync = before
-        else:
-            # The prefix shrinks: positions k..before-1 drop out after a token last round.
-            req = self.tail if frontier is None else frontier._prev
-            for _ in range(before - k):
+        elif k < before:
+            # The prefix shrinks: its last before-k live requests drop out after a token
+            # last round. Finished requests passed on the way now lie beyond the frontier.
+            need = before - k
+            while need:
+                i -= 1
+                req = order[i]
+                key = req._finish_key
+                if key == FINISHED:
+                    self._dead_beyond = True
+                    continue
+                need -= 1
                 req._last_token = last_round
-                req._remaining = req._finish_key - rounds
-                req._finish_key = -1
-                frontier = req
-                req = req._prev
+                req._remaining = key - rounds
+                req._finish_key = UNSERVED
+            in_sync = k
+        else:
             in_sync = k
         if in_sync:
-            gap = int((now - last_round) * TICKS_PER_S + 0.5)
-            hist[gap] = hist.get(gap, 0) + in_sync
-        self._frontier = frontier
+            hist[int((now - last_round) * TICKS_PER_S + 0.5)] += in_sync
+        self._frontier = i
         self._last_round_time = now
         rounds = self._rounds = rounds + 1
         done = 0
-        while heap and heap[0][0] <= rounds:
-            key, _, req = heappop(heap)
-            if req._finish_key != key:
-                continue  # stale: the request dropped out of the prefix since this push
-            prev, nxt = req._prev, req._next
-            if prev is None:
-                self.head = nxt
-            else:
-                prev._next = nxt
-            if nxt is None:
-                self.tail = prev
-            else:
-                nxt._prev = prev
-            finished.append(req)
-            done += 1
+        bucket = self._buckets.pop(rounds, None)
+        if bucket is not None:
+            finish = self._finish
+            done = len(bucket)
+            for req in bucket:
+                if req._finish_key == rounds:
+                    req._finish_key = FINISHED
+                    finish[req.id] = now
+                else:  # stale: it dropped out since it was filed
+                    done -= 1
+            self.size -= done
+            self.completed += done
         self._served_before = k - done
-        self.size -= done
+        if self.completed - self._compacted_at > self.size:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop finished requests from the list. Exactly ``_served_before`` live requests lie
+        before the frontier, so that is where it lands."""
+        self._order[:] = [req for req in self._order if req._finish_key != FINISHED]
+        self._frontier = self._served_before
+        self._compacted_at = self.completed
+        self._dead_beyond = False

@@ -10,9 +10,10 @@ scheduler serves decoders oldest first (see ``decode_pool``).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import numpy as np
 
@@ -109,15 +110,18 @@ class Engine:
         """Simulate requests (sorted by arrival) until ``horizon``, or until all finish."""
         n = len(arrival)
         # Plain Python numbers: numpy scalars in the time arithmetic cost a third more wall time.
-        arrival = np.asarray(arrival, dtype=float).tolist()
+        # A sentinel arrival at infinity lets the arrival check skip its bounds test.
+        arrival = [*np.asarray(arrival, dtype=float).tolist(), math.inf]
         prompt = np.asarray(prompt, dtype=np.int64).tolist()
         output = np.asarray(output, dtype=np.int64).tolist()
         engine_convention = self.convention == "engine"
-        work = [p + d - engine_convention for p, d in zip(prompt, output, strict=True)]
+        # Token slots brought by the first i arrivals: the backlog is read off it at sample time.
+        arrived_work = [0, *accumulate(p + d - engine_convention
+                                       for p, d in zip(prompt, output, strict=True))]
         first_token = [math.nan] * n
         finish = [math.nan] * n
-        tbt_hist: dict[int, int] = {}
-        pool = DecodePool(first_token, tbt_hist)
+        tbt_hist: defaultdict[int, int] = defaultdict(int)
+        pool = DecodePool(first_token, finish, tbt_hist)
         self._pool = pool
         waiting = self.waiting
         waiting.clear()
@@ -137,24 +141,24 @@ class Engine:
         now = 0.0
         idle = 0.0
         nxt = 0  # index of the next arrival
-        backlog = 0  # unprocessed token slots of the requests in the system
-        completed = 0
+        next_arrival = arrival[0]
+        processed = 0  # token slots processed so far
+        completed = 0  # outside the pool: requests whose prefill emitted their only token
         iterations = 0
-        finished: list[Request] = []
         prefilled: list[Request] = []
 
         while True:
-            while nxt < n and arrival[nxt] <= now:
-                waiting.append(Request(nxt, arrival[nxt], prompt[nxt], output[nxt]))
-                backlog += work[nxt]
+            while next_arrival <= now:
+                waiting.append(Request(nxt, next_arrival, prompt[nxt], output[nxt]))
                 nxt += 1
+                next_arrival = arrival[nxt]
             if now >= horizon and not drain:
                 break
             if not waiting and not pool.size:
                 if nxt >= n:
                     break
-                idle += arrival[nxt] - now  # nothing to do until the next arrival
-                now = arrival[nxt]
+                idle += next_arrival - now  # nothing to do until the next arrival
+                now = next_arrival
                 continue
 
             self.now = now
@@ -171,57 +175,51 @@ class Engine:
                 req.prefill_left = left
                 tokens += m
                 if not left:
+                    if waiting[0] is req:
+                        waiting.popleft()
+                    else:
+                        waiting.remove(req)
                     prefilled.append(req)
             if not tokens or tokens > budget or len(chunks) + k > seq_limit or k > pool.size:
                 raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over "
                                      f"the budget {budget} or cap {seq_limit}, or more decodes "
                                      f"than the {pool.size} decoding requests")
-            start = now
-            now += table[tokens] if table is not None else duration(tokens - k, k, len(chunks) + k)
-            iterations += 1
-            backlog -= tokens
+            dt = table[tokens] if table is not None else duration(tokens - k, k, len(chunks) + k)
             if batches is not None:
                 decoded = [r.id for _, r in zip(range(k), pool, strict=False)]
-                batches.append(BatchRecord(start, now, [(r.id, m) for r, m in chunks], decoded))
+                batches.append(BatchRecord(now, now + dt, [(r.id, m) for r, m in chunks], decoded))
+            now += dt
+            iterations += 1
+            processed += tokens
 
             # Decode first: requests whose prefill ends in this batch decode from the next one.
             if k:
-                pool.serve(k, now, finished)
+                pool.serve(k, now)
             if prefilled:
-                for req in prefilled:
-                    if waiting[0] is req:
-                        waiting.popleft()
-                    else:
-                        waiting.remove(req)
-                    if not engine_convention:
-                        pool.add(req, req.output_tokens, None)
-                    elif req.output_tokens > 1:
+                if not engine_convention:
+                    pool.add(prefilled)
+                else:
+                    for req in prefilled:
                         first_token[req.id] = now  # the prefill's iteration emits token 1
-                        pool.add(req, req.output_tokens - 1, now)
-                    else:
-                        first_token[req.id] = now
-                        finished.append(req)
+                        if req.output_tokens == 1:
+                            finish[req.id] = now
+                            completed += 1
+                    pool.add([r for r in prefilled if r.output_tokens > 1], now)
                 prefilled.clear()
-            if finished:
-                for req in finished:
-                    finish[req.id] = now
-                completed += len(finished)
-                finished.clear()
 
             if now >= next_sample:
                 s_time.append(now)
-                s_tokens.append(backlog)
-                s_requests.append(nxt - completed)
+                s_tokens.append(arrived_work[nxt] - processed)
+                s_requests.append(len(waiting) + pool.size)
                 next_sample = (math.floor(now / sample_dt) + 1) * sample_dt
 
         # Totals follow from the token accounting, so the loop does not count them.
-        processed = sum(work[:nxt]) - backlog
         prefill_total = sum(prompt[:nxt]) - sum(r.prefill_left for r in waiting)
         self.now = now
         return EngineRecords(
             first_token=np.asarray(first_token),
             finish=np.asarray(finish),
-            tbt_hist=tbt_hist,
+            tbt_hist=dict(tbt_hist),
             backlog_time=np.asarray(s_time, dtype=float),
             backlog_tokens=np.asarray(s_tokens, dtype=np.int64),
             backlog_requests=np.asarray(s_requests, dtype=np.int64),
@@ -231,6 +229,6 @@ class Engine:
             prefill_tokens=prefill_total,
             decode_tokens=processed - prefill_total,
             admitted=nxt,
-            completed=completed,
+            completed=completed + pool.completed,
             batches=batches,
         )

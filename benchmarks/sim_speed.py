@@ -21,6 +21,7 @@ from collections import deque
 from heapq import heappop, heappush
 
 import servelab
+from servelab.build import build_kind
 from servelab.simulation import build_scheduler, prepare, run_scheduler
 
 
@@ -89,7 +90,7 @@ def main() -> None:
     n = args.requests
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
-          f"servelab {servelab.__version__}")
+          f"servelab {servelab.__version__} ({build_kind()} build)")
     print(f"scenario: sarathi, codellama-34b-a100, b_max=512, 129/112 tokens, Poisson at 0.9 "
           f"lambda*, {n:,} requests, drained ({iterations:,} iterations)")
     print(f"servelab engine (all metrics):   {n / best:>10,.0f} requests/s "

@@ -18,8 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reference_engine import ReferenceEngine, RefResult
+from servelab.build import build_kind
+from servelab.core.batch import Batch
+from servelab.core.request import Request
+from servelab.errors import SchedulerError
 from servelab.schedulers import make_scheduler
-from servelab.schedulers.base import Scheduler
+from servelab.schedulers.base import EngineView, Scheduler
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine, EngineRecords
 from servelab.timing.models import Affine, Constant, Staircase, TimingModel
@@ -357,3 +361,52 @@ def test_partial_rounds_stress_matches_reference(case: str) -> None:
     rec = run_engine(sc, record=False)  # the production path: no batch recording
     assert rec.completed == len(sc.arrival)
     assert_same_times(rec, ref)
+
+
+# -- 6. a scheduler's bad batch is a SchedulerError, not a corrupt run -----------------------
+
+
+class _Rewrite(Scheduler):
+    """Sarathi's batches, passed through ``rewrite`` (to break them on purpose)."""
+
+    name = "rewrite"
+    work_conserving = False
+
+    def __init__(self, rewrite: Callable[[Batch], Batch]) -> None:
+        self._inner = make_scheduler("sarathi")
+        self._rewrite = rewrite
+
+    def schedule(self, view: EngineView) -> Batch:
+        return self._rewrite(self._inner.schedule(view))
+
+
+def run_rewritten(rewrite: Callable[[Batch], Batch]) -> EngineRecords:
+    engine = Engine(_Rewrite(rewrite), Constant(1.0), 16)
+    return engine.run([0.0, 0.5, 1.0], [5, 20, 3], [3, 2, 4], horizon=1.0, drain=True)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "message"),
+    [
+        (lambda b: Batch([*b.prefill, (Request(99, 0.0, 4, 1), 4)], b.decode_first),
+         "malformed batch"),  # a request that is not waiting
+        (lambda b: Batch(b.prefill, b.decode_first + 1), "more decodes"),
+        (lambda b: Batch([(r, m + 20) for r, m in b.prefill], b.decode_first), "a chunk of"),
+    ],
+)
+def test_bad_batches_raise_scheduler_error(rewrite: Callable[[Batch], Batch],
+                                           message: str) -> None:
+    with pytest.raises(SchedulerError, match=message):
+        run_rewritten(rewrite)
+
+
+def test_numpy_token_counts_work_pure_and_are_refused_compiled() -> None:
+    """The compiled engine types its loop; a clear error beats a silent slow path there."""
+    def to_numpy(b: Batch) -> Batch:
+        return Batch([(r, np.int64(m)) for r, m in b.prefill], np.int64(b.decode_first))
+
+    if build_kind() == "pure":
+        assert run_rewritten(to_numpy).completed == 3
+    else:
+        with pytest.raises(SchedulerError, match="malformed batch"):
+            run_rewritten(to_numpy)

@@ -17,12 +17,11 @@ from typing import Any, NoReturn
 import yaml
 
 from servelab.config import SimConfig
-from servelab.errors import ConfigError
+from servelab.errors import ConfigError, SchedulerError
 from servelab.report.plot import plot_backlog
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
 from servelab.schedulers import SCHEDULERS
-from servelab.sim.engine import SchedulerError
 from servelab.simulation import CompareResult, capacity, compare, simulate
 from servelab.timing.presets import list_presets
 

@@ -12,3 +12,7 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class SchedulerError(RuntimeError):
+    """A scheduler produced a batch that breaks the model (a bug in the policy)."""

@@ -30,6 +30,7 @@ class Request:
         "prefill_left",
         "prompt_tokens",
     )
+    _remaining: int  # set by the decode pool when a request enters decode or leaves its prefix
 
     def __init__(self, id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
         self.id = id

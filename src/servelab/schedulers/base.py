@@ -10,7 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
+
+from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
 from servelab.core.request import Request
@@ -34,6 +36,16 @@ class EngineView(Protocol):
     def decoding(self) -> Iterable[Request]: ...
 
 
+class _Prefilling(Protocol):
+    prefill_left: int
+
+
+#: Any request type a view holds: the fills only read ``prefill_left``. (Under mypyc, a
+#: ``Request`` annotation would be checked at run time and refuse another engine's requests.)
+R = TypeVar("R", bound=_Prefilling)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Scheduler(ABC):
     """Builds one batch per iteration under the token budget and the optional request cap."""
 
@@ -58,15 +70,15 @@ class Scheduler(ABC):
 
 
 def fill_chunks(
-    waiting: Iterable[Request], tokens: int, seqs: int, max_requests: int | None = None
-) -> tuple[list[tuple[Request, int]], int]:
+    waiting: Iterable[R], tokens: int, seqs: int, max_requests: int | None = None
+) -> tuple[list[tuple[R, int]], int]:
     """Oldest first, give each waiting request as much of its remaining prefill as fits.
 
     Finishing the oldest prompt before starting the next touches as few requests as possible
     (Sarathi-Serve's rule). ``max_requests`` is the K_p window of K-FCFS. Returns the chunks
     and the tokens they use.
     """
-    chunks: list[tuple[Request, int]] = []
+    chunks: list[tuple[R, int]] = []
     if tokens <= 0 or seqs <= 0:
         return chunks, 0
     limit = seqs if max_requests is None or max_requests > seqs else max_requests
@@ -82,14 +94,14 @@ def fill_chunks(
 
 
 def fill_whole(
-    waiting: Iterable[Request], tokens: int, seqs: int
-) -> tuple[list[tuple[Request, int]], int]:
+    waiting: Iterable[R], tokens: int, seqs: int
+) -> tuple[list[tuple[R, int]], int]:
     """Oldest first, add whole prompts while they fit; stop at the first that does not.
 
     Stopping (rather than skipping to a smaller prompt) is the head-of-line blocking of
     FasterTransformer and vanilla vLLM in the paper's stylisation.
     """
-    chunks: list[tuple[Request, int]] = []
+    chunks: list[tuple[R, int]] = []
     used = 0
     for req in waiting:
         n = req.prefill_left

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from servelab.core.batch import Batch
 from servelab.errors import ConfigError
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
@@ -20,6 +22,7 @@ from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 PRIORITIES = ("decode", "prefill")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class KFCFS(Scheduler):
     """Greedy FCFS fill with windows ``k_prefill`` (K_p) and ``k_decode`` (K_d)."""
 

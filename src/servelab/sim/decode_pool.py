@@ -86,7 +86,7 @@ class DecodePool:
         if k > before:
             # Live requests from the old frontier up to the k-th join (or rejoin) the prefix.
             if self._dead_beyond:
-                joining = []
+                joining: list[Request] = []
                 while len(joining) < k - before:
                     req = order[i]
                     i += 1

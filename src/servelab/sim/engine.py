@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 import numpy as np
+from numpy import ndarray  # not np.ndarray in the dataclasses below: mypyc#1000
 
 from servelab.core.request import Request
+from servelab.errors import SchedulerError
 from servelab.schedulers.base import Scheduler
 from servelab.sim.decode_pool import DecodePool
 from servelab.timing.models import TimingModel
@@ -25,10 +27,6 @@ from servelab.timing.presets import CONVENTIONS
 
 #: Backlog samples taken over the arrival window (evenly spaced in time).
 BACKLOG_SAMPLES = 2000
-
-
-class SchedulerError(RuntimeError):
-    """A scheduler produced a batch that breaks the model (a bug in the policy)."""
 
 
 @dataclass
@@ -45,12 +43,12 @@ class BatchRecord:
 class EngineRecords:
     """What one run produced: per-request times, the TBT histogram, the backlog series."""
 
-    first_token: np.ndarray
-    finish: np.ndarray
+    first_token: ndarray
+    finish: ndarray
     tbt_hist: dict[int, int]
-    backlog_time: np.ndarray
-    backlog_tokens: np.ndarray
-    backlog_requests: np.ndarray
+    backlog_time: ndarray
+    backlog_tokens: ndarray
+    backlog_requests: ndarray
     iterations: int
     busy_s: float
     end_time: float
@@ -163,23 +161,29 @@ class Engine:
 
             self.now = now
             self.num_decoding = pool.size
-            batch = schedule(self)
-            chunks = batch.prefill
-            k = batch.decode_first
-            tokens = k
-            for req, m in chunks:
-                left = req.prefill_left - m
-                if m < 1 or left < 0:
-                    raise SchedulerError(f"{self.scheduler.name} gave request {req.id} a chunk "
-                                         f"of {m} tokens with {req.prefill_left} left")
-                req.prefill_left = left
-                tokens += m
-                if not left:
-                    if waiting[0] is req:
-                        waiting.popleft()
-                    else:
-                        waiting.remove(req)
-                    prefilled.append(req)
+            batch = schedule(self)  # type: ignore[arg-type]  # a deque is a Sequence here
+            try:
+                chunks = batch.prefill
+                k = batch.decode_first
+                tokens = k
+                for req, m in chunks:
+                    left = req.prefill_left - m
+                    if m < 1 or left < 0:
+                        raise SchedulerError(f"{self.scheduler.name} gave request {req.id} a chunk "
+                                             f"of {m} tokens with {req.prefill_left} left")
+                    req.prefill_left = left
+                    tokens += m
+                    if not left:
+                        if waiting[0] is req:
+                            waiting.popleft()
+                        else:
+                            waiting.remove(req)
+                        prefilled.append(req)
+            except (TypeError, ValueError, IndexError) as exc:
+                # The compiled engine refuses numpy integers here; plain ints work everywhere.
+                raise SchedulerError(f"{self.scheduler.name} returned a malformed batch ({exc}): "
+                                     "chunks must be (waiting request, int) pairs in a list, "
+                                     "and decode_first an int") from exc
             if not tokens or tokens > budget or len(chunks) + k > seq_limit or k > pool.size:
                 raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over "
                                      f"the budget {budget} or cap {seq_limit}, or more decodes "

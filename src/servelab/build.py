@@ -20,11 +20,16 @@ def build_kind() -> str:
     return "pure" if servelab.sim.engine.__file__.endswith(".py") else "compiled"
 
 
-def stale_modules() -> list[Path]:
-    """Sources newer than the compiled module built from them (empty for a pure install)."""
+def stale_modules(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Sources in a checkout newer than the module compiled from them in place.
+
+    Empty outside a checkout: an installed wheel's files carry its archive's times, which say
+    nothing about staleness (and an installed source cannot be edited by accident)."""
+    if not (package_dir.parent.parent / "setup.py").exists():
+        return []
     stale = []
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        for compiled in PACKAGE_DIR.rglob(f"*{suffix}"):
+        for compiled in package_dir.rglob(f"*{suffix}"):
             source = compiled.with_name(compiled.name[: -len(suffix)] + ".py")
             if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
                 stale.append(source)

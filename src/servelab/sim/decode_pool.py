@@ -60,7 +60,9 @@ class DecodePool:
         self._tbt = tbt_hist
 
     def __iter__(self) -> Iterator[Request]:
-        return (req for req in self._order if req._finish_key != FINISHED)
+        for req in self._order:
+            if req._finish_key != FINISHED:
+                yield req
 
     def add(self, reqs: list[Request], first_token_at: float | None = None) -> None:
         """Enter decode at the unserved tail; the next round that reaches them serves them.

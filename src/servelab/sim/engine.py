@@ -114,8 +114,8 @@ class Engine:
         output = np.asarray(output, dtype=np.int64).tolist()
         engine_convention = self.convention == "engine"
         # Token slots brought by the first i arrivals: the backlog is read off it at sample time.
-        arrived_work = [0, *accumulate(p + d - engine_convention
-                                       for p, d in zip(prompt, output, strict=True))]
+        arrived_work = [0, *accumulate([p + d - engine_convention
+                                        for p, d in zip(prompt, output, strict=True)])]
         first_token = [math.nan] * n
         finish = [math.nan] * n
         tbt_hist: defaultdict[int, int] = defaultdict(int)

@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# setup.py compiles part of these with mypyc; a change to any of them recompiles.
-COMPILED_SOURCES := setup.py src/servelab/errors.py \
-	$(wildcard src/servelab/core/*.py src/servelab/schedulers/*.py src/servelab/sim/*.py)
+# setup.py compiles part of these with mypyc, and bakes in the types of the rest: a change to
+# any of them recompiles.
+COMPILED_SOURCES := setup.py src/servelab/errors.py $(wildcard src/servelab/core/*.py \
+	src/servelab/schedulers/*.py src/servelab/sim/*.py src/servelab/timing/*.py)
 
 .PHONY: build demo test test-pure lint bench clean
 
@@ -21,14 +22,23 @@ $(VENV)/.test-extras: $(VENV)/.installed
 	SERVELAB_PURE=1 $(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
-# build_ext leaves a module alone when its generated C did not change; touching it records
-# that it is current for the stale-source check the test suite makes.
+# Old compiled modules go first, so none can outlive its source or its place in setup.py.
+# build_ext copies a module it did not need to rebuild with its old time; touching them all
+# records that they are current, for the stale-source check the test suite makes.
 $(VENV)/.compiled: $(VENV)/.installed $(COMPILED_SOURCES)
+	find src -name '*.so' -delete
 	$(BIN)/python setup.py -q build_ext --inplace
 	find src -name '*.so' -exec touch {} +
 	touch $@
 
+# SERVELAB_PURE=1 make ...: no compiler needed; the plain sources run.
+ifdef SERVELAB_PURE
+build: $(VENV)/.installed
+	find src -name '*.so' -delete
+	rm -f $(VENV)/.compiled
+else
 build: $(VENV)/.compiled
+endif
 
 demo: build
 	$(BIN)/servelab compare

@@ -1,9 +1,10 @@
 """Compile the simulator's hot path with mypyc; everything else stays plain Python.
 
-The modules below run once per iteration or per request. Compiled, the engine simulates about
-twice as many requests per second (docs/performance.md). ``SERVELAB_PURE=1`` skips compilation,
-and the package then runs from the same sources unchanged, only slower. Batch stays
-interpreted so that user-written schedulers may build it from any int-like numbers.
+The modules below run once per iteration or per request. Compiled, the engine simulates 1.6 to
+2 times as many requests per second (docs/performance.md). ``SERVELAB_PURE=1`` skips
+compilation, and the package then runs from the same sources unchanged, only slower. There is
+no silent fallback: without a C compiler the build fails until ``SERVELAB_PURE=1`` is set.
+``Batch`` stays interpreted: compiling it gained little, and plain-Python code may subclass it.
 """
 
 import os

@@ -67,7 +67,7 @@ def specialised_sarathi(arrival: list[float], prompt: int, output: int, budget: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
     config = {"preset": "codellama-34b-a100", "scheduler": "sarathi", "budget": 512,

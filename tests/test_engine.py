@@ -8,6 +8,7 @@ replaying the engine's own recorded batches.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -24,7 +25,7 @@ from servelab.core.request import Request
 from servelab.errors import SchedulerError
 from servelab.schedulers import make_scheduler
 from servelab.schedulers.base import EngineView, Scheduler
-from servelab.sim.decode_pool import TICKS_PER_S
+from servelab.sim.decode_pool import TICKS_PER_S, DecodePool
 from servelab.sim.engine import Engine, EngineRecords
 from servelab.timing.models import Affine, Constant, Staircase, TimingModel
 
@@ -388,9 +389,12 @@ def run_rewritten(rewrite: Callable[[Batch], Batch]) -> EngineRecords:
 @pytest.mark.parametrize(
     ("rewrite", "message"),
     [
+        # A request the engine never admitted, whose chunk completes its prompt.
         (lambda b: Batch([*b.prefill, (Request(99, 0.0, 4, 1), 4)], b.decode_first),
-         "malformed batch"),  # a request that is not waiting
-        (lambda b: Batch(b.prefill, b.decode_first + 1), "more decodes"),
+         "malformed batch"),
+        (lambda b: (b.prefill, b.decode_first), "malformed batch"),  # not a Batch
+        (lambda b: Batch(b.prefill, b.decode_first + 1), "decode count outside"),
+        (lambda b: Batch(b.prefill, -1), "decode count outside"),
         (lambda b: Batch([(r, m + 20) for r, m in b.prefill], b.decode_first), "a chunk of"),
     ],
 )
@@ -398,6 +402,13 @@ def test_bad_batches_raise_scheduler_error(rewrite: Callable[[Batch], Batch],
                                            message: str) -> None:
     with pytest.raises(SchedulerError, match=message):
         run_rewritten(rewrite)
+
+
+@pytest.mark.parametrize(("prompt", "output"), [([5, 0, 3], [3, 2, 4]), ([5, 20, 3], [3, 0, 4])])
+def test_zero_length_requests_are_refused(prompt: list[int], output: list[int]) -> None:
+    engine = Engine(make_scheduler("sarathi"), Constant(1.0), 16)
+    with pytest.raises(ValueError, match="at least 1 prompt and 1 output token"):
+        engine.run([0.0, 0.5, 1.0], prompt, output, horizon=1.0, drain=True)
 
 
 def test_numpy_token_counts_work_pure_and_are_refused_compiled() -> None:
@@ -410,3 +421,21 @@ def test_numpy_token_counts_work_pure_and_are_refused_compiled() -> None:
     else:
         with pytest.raises(SchedulerError, match="malformed batch"):
             run_rewritten(to_numpy)
+
+
+def test_walks_over_finished_entries_trigger_compaction() -> None:
+    """Finished entries in the band the served prefix moves across would otherwise be stepped
+    over every round (O(pool) per round); the pool must compact once the steps add up."""
+    dead, tail = 200, 201
+    first_token, finish = [math.nan] * (2 + dead + tail), [math.nan] * (2 + dead + tail)
+    pool = DecodePool(first_token, finish, defaultdict(int))
+    reqs = [Request(i, 0.0, 1, 1 if 2 <= i < 2 + dead else 10_000) for i in range(len(finish))]
+    pool.add(reqs)
+    pool.serve(pool.size, 1.0)  # the one-token requests finish, between requests 1 and 202
+    assert pool.completed == dead and pool.size == 2 + tail  # still more live than finished
+    now = 1.0
+    for k in [3, 1] * 3:  # each shrink and regrow crosses the finished band
+        now += 1.0
+        pool.serve(k, now)
+    assert len(pool._order) == pool.size, "the finished band was never compacted away"
+    assert [r.id for r in pool][:3] == [0, 1, 2 + dead]

@@ -23,15 +23,22 @@ class EngineView(Protocol):
     (partly prefilled ones included); ``decoding`` iterates decode-phase requests in the order
     they entered decode (materialised on demand: O(number decoding))."""
 
-    now: float
-    budget: int
-    max_seqs: int | None
-    #: ``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
-    #: holds more than n requests).
-    seq_limit: int
-    waiting: Sequence[Request]
-    num_decoding: int
-
+    # Read-only properties: a scheduler reads the view and never assigns to it (and a
+    # read-only Sequence may be backed by a deque).
+    @property
+    def now(self) -> float: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def max_seqs(self) -> int | None: ...
+    @property
+    def seq_limit(self) -> int:
+        """``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
+        holds more than n requests)."""
+    @property
+    def waiting(self) -> Sequence[Request]: ...
+    @property
+    def num_decoding(self) -> int: ...
     @property
     def decoding(self) -> Iterable[Request]: ...
 

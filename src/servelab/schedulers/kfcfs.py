@@ -43,9 +43,13 @@ class KFCFS(Scheduler):
         self.priority = priority
         self._decode_priority = priority == "decode"
         self.k_prefill = k_prefill
-        self.k_decode = k_decode
         # K_d as a number, so the hot path compares instead of testing for None first.
         self._decode_window = k_decode if k_decode is not None else sys.maxsize
+
+    @property
+    def k_decode(self) -> int | None:
+        """K_d, or None when the decode window is unbounded."""
+        return None if self._decode_window == sys.maxsize else self._decode_window
 
     def options(self) -> dict[str, object]:
         return {"priority": self.priority, "kp": self.k_prefill, "kd": self.k_decode}

@@ -3,7 +3,8 @@
 Every policy here serves "the first k decoders" each round. The pool keeps them in a list in
 the order they entered decode, and a *frontier*: the index just past the requests served in the
 last round. A round that serves the first k only walks from the old frontier to the new one, so
-its cost is the change in k, and a round that serves everyone again costs O(1).
+its cost is the change in k (amortised, below), and a round that serves everyone again costs
+O(1).
 
 Progress is a global round counter. Only requests in the served prefix are booked to finish:
 one that joins the prefix after round G with r tokens to go finishes at round G + r, and is
@@ -13,8 +14,10 @@ leaves a stale entry behind (its key no longer matches, so it is skipped when it
 up). Joining and dropping out happen on the frontier walks above, so a round costs the change in
 k, whatever the length of the unserved tail.
 
-Finished requests are not removed from the list one by one; they are marked and skipped, and the
-list is compacted when they outnumber the live ones, which costs O(1) per request amortised.
+Finished requests are not removed from the list one by one; they are marked and skipped. The
+list is compacted when they outnumber the live ones, or when the frontier walks have stepped
+over more of them than there are live ones: each compaction is paid for by that many finishes
+or steps, so finished entries add O(1) per request amortised to the walks.
 
 Time-between-tokens are accumulated as a histogram {gap ticks: count}: requests served in two
 consecutive rounds all see the same gap, so one dict update covers them; only requests that
@@ -33,11 +36,11 @@ from servelab.core.request import FINISHED, UNSERVED, Request
 TICKS_PER_S = 10_000_000
 
 
-
 class DecodePool:
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
-    __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_finish", "_first_token",
+    __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_dead_walked", "_finish",
+                 "_first_token",
                  "_frontier", "_last_round_time", "_order", "_rounds", "_served_before", "_tbt",
                  "completed", "size")
 
@@ -47,7 +50,8 @@ class DecodePool:
         request id) and gaps into ``tbt_hist``, so the engine never touches a decoder."""
         self._order: list[Request] = []  # entered-decode order; finished ones marked, not removed
         self._compacted_at = 0  # ``completed`` at the last compaction: the rest are in _order
-        self._dead_beyond = False  # whether any lie beyond the frontier (after a shrink)
+        self._dead_beyond = False  # whether any may lie beyond the frontier (after a shrink)
+        self._dead_walked = 0  # finished entries the frontier walks stepped over since then
         self.size = 0  # live decoders
         self.completed = 0
         self._frontier = 0  # index just past the served prefix of ``_order``
@@ -85,6 +89,7 @@ class DecodePool:
         last_round = self._last_round_time
         i = self._frontier
         rounds = self._rounds
+        walked = 0  # finished entries stepped over by this round's walk
         if k > before:
             # Live requests from the old frontier up to the k-th join (or rejoin) the prefix.
             if self._dead_beyond:
@@ -94,6 +99,8 @@ class DecodePool:
                     i += 1
                     if req._finish_key != FINISHED:
                         joining.append(req)
+                    else:
+                        walked += 1
             else:
                 joining = order[i:i + k - before]
                 i += k - before
@@ -120,6 +127,7 @@ class DecodePool:
                 key = req._finish_key
                 if key == FINISHED:
                     self._dead_beyond = True
+                    walked += 1
                     continue
                 need -= 1
                 req._last_token = last_round
@@ -147,7 +155,12 @@ class DecodePool:
             self.size -= done
             self.completed += done
         self._served_before = k - done
-        if self.completed - self._compacted_at > self.size:
+        if walked:
+            self._dead_walked += walked
+        # Compacting costs O(list); either trigger has paid for it: more finished entries than
+        # live ones, or more steps over finished entries than live ones since the last time.
+        if (self.completed - self._compacted_at > self.size
+                or self._dead_walked > self.size):
             self._compact()
 
     def _compact(self) -> None:
@@ -157,3 +170,4 @@ class DecodePool:
         self._frontier = self._served_before
         self._compacted_at = self.completed
         self._dead_beyond = False
+        self._dead_walked = 0

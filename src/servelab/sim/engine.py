@@ -107,11 +107,14 @@ class Engine:
     ) -> EngineRecords:
         """Simulate requests (sorted by arrival) until ``horizon``, or until all finish."""
         n = len(arrival)
-        # Plain Python numbers: numpy scalars in the time arithmetic cost a third more wall time.
+        # Plain Python numbers: numpy scalars in the time arithmetic cost a third more wall time
+        # (measured on the pure-Python engine).
         # A sentinel arrival at infinity lets the arrival check skip its bounds test.
         arrival = [*np.asarray(arrival, dtype=float).tolist(), math.inf]
         prompt = np.asarray(prompt, dtype=np.int64).tolist()
         output = np.asarray(output, dtype=np.int64).tolist()
+        if n and (min(prompt) < 1 or min(output) < 1):
+            raise ValueError("every request needs at least 1 prompt and 1 output token")
         engine_convention = self.convention == "engine"
         # Token slots brought by the first i arrivals: the backlog is read off it at sample time.
         arrived_work = [0, *accumulate([p + d - engine_convention
@@ -161,7 +164,7 @@ class Engine:
 
             self.now = now
             self.num_decoding = pool.size
-            batch = schedule(self)  # type: ignore[arg-type]  # a deque is a Sequence here
+            batch = schedule(self)
             try:
                 chunks = batch.prefill
                 k = batch.decode_first
@@ -179,15 +182,16 @@ class Engine:
                         else:
                             waiting.remove(req)
                         prefilled.append(req)
-            except (TypeError, ValueError, IndexError) as exc:
+            except (AttributeError, TypeError, ValueError, IndexError) as exc:
                 # The compiled engine refuses numpy integers here; plain ints work everywhere.
                 raise SchedulerError(f"{self.scheduler.name} returned a malformed batch ({exc}): "
-                                     "chunks must be (waiting request, int) pairs in a list, "
-                                     "and decode_first an int") from exc
-            if not tokens or tokens > budget or len(chunks) + k > seq_limit or k > pool.size:
+                                     "a Batch holds a list of (waiting request, int) chunks "
+                                     "and an int decode_first") from exc
+            if (not tokens or tokens > budget or len(chunks) + k > seq_limit
+                    or not 0 <= k <= pool.size):
                 raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over "
-                                     f"the budget {budget} or cap {seq_limit}, or more decodes "
-                                     f"than the {pool.size} decoding requests")
+                                     f"the budget {budget} or cap {seq_limit}, or a decode count "
+                                     f"outside 0..{pool.size} (the decoding requests)")
             dt = table[tokens] if table is not None else duration(tokens - k, k, len(chunks) + k)
             if batches is not None:
                 decoded = [r.id for _, r in zip(range(k), pool, strict=False)]

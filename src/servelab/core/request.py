@@ -30,7 +30,9 @@ class Request:
         "prefill_left",
         "prompt_tokens",
     )
-    _remaining: int  # set by the decode pool when a request enters decode or leaves its prefix
+    # Output tokens still to come, set by the decode pool once one has been emitted (on entering
+    # decode under the engine convention, or on leaving the served prefix).
+    _remaining: int
 
     def __init__(self, id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
         self.id = id

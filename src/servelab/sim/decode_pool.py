@@ -40,9 +40,8 @@ class DecodePool:
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
     __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_dead_walked", "_finish",
-                 "_first_token",
-                 "_frontier", "_last_round_time", "_order", "_rounds", "_served_before", "_tbt",
-                 "completed", "size")
+                 "_first_token", "_frontier", "_last_round_time", "_order", "_rounds",
+                 "_served_before", "_tbt", "completed", "size")
 
     def __init__(self, first_token: list[float], finish: list[float],
                  tbt_hist: defaultdict[int, int]) -> None:

@@ -22,8 +22,11 @@ class Request:
 
     __slots__ = (
         "_finish_key",
+        "_gaps",
         "_last_token",
         "_remaining",
+        "_segment_start",
+        "_segments",
         "arrival",
         "id",
         "output_tokens",
@@ -33,6 +36,13 @@ class Request:
     # Output tokens still to come, set by the decode pool once one has been emitted (on entering
     # decode under the engine convention, or on leaving the served prefix).
     _remaining: int
+    # The decode pool's record of where this request's token gaps went, kept only so the gaps of
+    # a request still in flight when a run stops can be taken out of the TBT histogram again:
+    # the round its current run of consecutive served rounds began, the (first, last) rounds of
+    # earlier runs, and the gaps recorded one by one (in ticks).
+    _segment_start: int
+    _segments: list[int] | None
+    _gaps: list[int] | None
 
     def __init__(self, id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
         self.id = id
@@ -43,6 +53,9 @@ class Request:
         # The decode pool's initial state: outside its served prefix, no token emitted yet.
         self._finish_key = UNSERVED
         self._last_token: float | None = None
+        self._segment_start = 0
+        self._segments = None
+        self._gaps = None
 
     @property
     def prefill_computed(self) -> int:

@@ -21,7 +21,10 @@ or steps, so finished entries add O(1) per request amortised to the walks.
 
 Time-between-tokens are accumulated as a histogram {gap ticks: count}: requests served in two
 consecutive rounds all see the same gap, so one dict update covers them; only requests that
-rejoin the served prefix, or get their first decode token, are handled one by one.
+rejoin the served prefix, or get their first decode token, are handled one by one. Latency
+statistics cover completed requests only, so the pool also keeps each round's gap and, on each
+request, the runs of consecutive rounds it was served in: when a run stops, the gaps of the
+requests still decoding are taken back out (``inflight_gaps``), at a cost of their tokens alone.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ class DecodePool:
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
     __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_dead_walked", "_finish",
-                 "_first_token", "_frontier", "_last_round_time", "_order", "_rounds",
-                 "_served_before", "_tbt", "completed", "size")
+                 "_first_token", "_frontier", "_last_round_time", "_order", "_round_gaps",
+                 "_rounds", "_served_before", "_tbt", "completed", "size")
 
     def __init__(self, first_token: list[float], finish: list[float],
                  tbt_hist: defaultdict[int, int]) -> None:
@@ -56,6 +59,7 @@ class DecodePool:
         self._frontier = 0  # index just past the served prefix of ``_order``
         self._served_before = 0  # live decoders before the frontier (served last round)
         self._rounds = 0
+        self._round_gaps: list[int] = []  # ticks from round r-1 to round r, at index r-1
         self._buckets: defaultdict[int, list[Request]] = defaultdict(list)
         self._last_round_time = 0.0
         self._first_token = first_token
@@ -88,6 +92,9 @@ class DecodePool:
         last_round = self._last_round_time
         i = self._frontier
         rounds = self._rounds
+        this_round = rounds + 1
+        gap = int((now - last_round) * TICKS_PER_S + 0.5)
+        self._round_gaps.append(gap)
         walked = 0  # finished entries stepped over by this round's walk
         if k > before:
             # Live requests from the old frontier up to the k-th join (or rejoin) the prefix.
@@ -107,11 +114,18 @@ class DecodePool:
             buckets = self._buckets
             for req in joining:
                 last = req._last_token
+                req._segment_start = this_round
                 if last is None:  # its first token
                     first_token[req.id] = now
                     key = rounds + req.output_tokens
                 else:
-                    hist[int((now - last) * TICKS_PER_S + 0.5)] += 1
+                    ticks = int((now - last) * TICKS_PER_S + 0.5)
+                    hist[ticks] += 1
+                    gaps = req._gaps
+                    if gaps is None:
+                        req._gaps = [ticks]
+                    else:
+                        gaps.append(ticks)
                     key = rounds + req._remaining
                 req._finish_key = key
                 buckets[key].append(req)
@@ -132,14 +146,19 @@ class DecodePool:
                 req._last_token = last_round
                 req._remaining = key - rounds
                 req._finish_key = UNSERVED
+                segments = req._segments
+                if segments is None:
+                    req._segments = [req._segment_start, rounds]
+                else:
+                    segments += (req._segment_start, rounds)
             in_sync = k
         else:
             in_sync = k
         if in_sync:
-            hist[int((now - last_round) * TICKS_PER_S + 0.5)] += in_sync
+            hist[gap] += in_sync
         self._frontier = i
         self._last_round_time = now
-        rounds = self._rounds = rounds + 1
+        rounds = self._rounds = this_round
         done = 0
         bucket = self._buckets.pop(rounds, None)
         if bucket is not None:
@@ -161,6 +180,24 @@ class DecodePool:
         if (self.completed - self._compacted_at > self.size
                 or self._dead_walked > self.size):
             self._compact()
+
+    def inflight_gaps(self) -> list[int]:
+        """The gaps (ticks) recorded so far for requests still decoding, each once.
+
+        A request served in rounds s..e without a break saw the round gaps of rounds s+1..e;
+        the gap into round s was recorded on its own (or was its first token)."""
+        round_gaps = self._round_gaps
+        gaps: list[int] = []
+        for req in self:
+            if req._gaps is not None:
+                gaps += req._gaps
+            segments = req._segments
+            if segments is not None:
+                for j in range(0, len(segments), 2):
+                    gaps += round_gaps[segments[j]:segments[j + 1]]
+            if req._finish_key >= 0:  # served last round: its current run is still open
+                gaps += round_gaps[req._segment_start:self._rounds]
+        return gaps
 
     def _compact(self) -> None:
         """Drop finished requests from the list. Exactly ``_served_before`` live requests lie

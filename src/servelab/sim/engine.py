@@ -49,6 +49,7 @@ class EngineRecords:
     backlog_time: ndarray
     backlog_tokens: ndarray
     backlog_requests: ndarray
+    backlog_served: ndarray
     iterations: int
     busy_s: float
     end_time: float
@@ -138,6 +139,7 @@ class Engine:
         s_time: list[float] = []
         s_tokens: list[int] = []
         s_requests: list[int] = []
+        s_served: list[int] = []
 
         now = 0.0
         idle = 0.0
@@ -219,8 +221,16 @@ class Engine:
                 s_time.append(now)
                 s_tokens.append(arrived_work[nxt] - processed)
                 s_requests.append(len(waiting) + pool.size)
+                s_served.append(processed)
                 next_sample = (math.floor(now / sample_dt) + 1) * sample_dt
 
+        # Latency statistics cover completed requests: take back the gaps of those in flight.
+        for ticks in pool.inflight_gaps():
+            left = tbt_hist[ticks] - 1
+            if left:
+                tbt_hist[ticks] = left
+            else:
+                del tbt_hist[ticks]
         # Totals follow from the token accounting, so the loop does not count them.
         prefill_total = sum(prompt[:nxt]) - sum(r.prefill_left for r in waiting)
         self.now = now
@@ -231,6 +241,7 @@ class Engine:
             backlog_time=np.asarray(s_time, dtype=float),
             backlog_tokens=np.asarray(s_tokens, dtype=np.int64),
             backlog_requests=np.asarray(s_requests, dtype=np.int64),
+            backlog_served=np.asarray(s_served, dtype=np.int64),
             iterations=iterations,
             busy_s=now - idle,
             end_time=now,

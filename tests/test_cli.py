@@ -84,6 +84,32 @@ def test_simulate_table_prints_theory_beside_measurement() -> None:
     assert "theory" in proc.stdout and "verdict" in proc.stdout and "TTFT" in proc.stdout
 
 
+def test_simulate_runs_until_sure_by_default_and_says_so() -> None:
+    proc = run("simulate", "--load", "0.9", "--seed", "206", "--scheduler", "orca")
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict STABLE" in proc.stdout
+    assert "run       auto: 10,000 requests, grown from 5,000 in 2 steps, until the verdict " \
+           "was confident" in proc.stdout
+    assert "arrived 12.574 req/s (load 0.906" in proc.stdout
+    capped = run("simulate", "--load", "0.995", "--max-requests", "20000", "--seed", "1")
+    assert "verdict INCONCLUSIVE: load 0.995 is within 0.5% of capacity; 20,000 requests " \
+           "cannot resolve it" in capped.stdout
+
+
+def test_unstable_runs_warn_that_latencies_describe_survivors(tmp_path: Path) -> None:
+    proc = run("simulate", "--scheduler", "vllm", "--load", "0.9", "--seed", "21")
+    assert "verdict UNSTABLE" in proc.stdout
+    note = [line for line in proc.stdout.splitlines() if line.startswith("note")]
+    assert len(note) == 1
+    assert "latencies describe the 2,567 completed requests only; 2,433 are still in " \
+           "flight" in note[0]
+    assert "note" not in run("simulate", "--load", "0.5", "--requests", "5000").stdout
+    compared = run("compare", "--schedulers", "vllm,sarathi", "--load", "0.9", "--plot",
+                   str(tmp_path / "plot.png"))
+    assert "note      vllm: unstable, so their latencies describe completed requests only" \
+        in compared.stdout
+
+
 def test_simulate_out_writes_three_files(tmp_path: Path) -> None:
     out = tmp_path / "run1"
     proc = run("simulate", "--scheduler", "vllm", *SMALL, "--out", str(out))
@@ -160,6 +186,12 @@ BAD_INPUTS = [
     (["simulate", "--rate", "1", "--arrivals", "gamma:-1"], "arrivals"),
     (["simulate", "--trace", "/nonexistent/trace.csv"], "trace"),
     (["simulate", "--rate", "1", "--requests", "2.5"], "requests"),
+    (["simulate", "--rate", "1", "--requests", "0"], "requests"),
+    (["simulate", "--rate", "1", "--requests", "autox"], "requests"),
+    (["simulate", "--rate", "1", "--requests", "auto", "--duration", "5"], "requests"),
+    (["simulate", "--rate", "1", "--requests", "100", "--max-requests", "1000"], "max_requests"),
+    (["simulate", "--rate", "1", "--duration", "10", "--max-requests", "1000"], "max_requests"),
+    (["simulate", "--rate", "1", "--max-requests", "0"], "max_requests"),
     (["simulate", "--rate", "1", "--scheduler", "vllm", "--prefill", "600"], "prefill"),
     (["simulate", "--rate", "1", "--bogus"], "arguments"),
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),

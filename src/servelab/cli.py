@@ -65,7 +65,11 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
 def _run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--arrivals", metavar="A", help="poisson (default), gamma:CV, deterministic")
-    g.add_argument("--requests", metavar="N", help="simulate N arrivals (default 5000)")
+    g.add_argument("--requests", metavar="N|auto",
+                   help="simulate N arrivals, or auto (the default): grow the run from 5,000 "
+                   "until the stability verdict is confident")
+    g.add_argument("--max-requests", metavar="N",
+                   help="where --requests auto stops (default 500,000)")
     g.add_argument("--duration", metavar="T", help="simulate arrivals for T seconds")
     g.add_argument("--seed", metavar="S", help="random seed (default 0)")
     g.add_argument("--drain", action="store_const", const=True,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from servelab.errors import ConfigError
 
 DEFAULT_PRESET = "codellama-34b-a100"
-DEFAULT_REQUESTS = 5000
+AUTO = "auto"
+#: ``--requests auto`` stops here if the verdict is still not confident.
+DEFAULT_MAX_REQUESTS = 500_000
 
 
 @dataclass
@@ -34,7 +36,10 @@ class SimConfig:
     decode: str = "112"
     arrivals: str = "poisson"
     trace: str | None = None
-    requests: int | None = None
+    #: A number of arrivals, or "auto" (the default without --duration or --trace): grow the
+    #: run until the stability verdict is confident or ``max_requests`` is reached.
+    requests: int | Literal["auto"] | None = None
+    max_requests: int | None = None
     duration: float | None = None
     seed: int = 0
     convention: str | None = None
@@ -64,10 +69,23 @@ class SimConfig:
     def replace(self, **changes: Any) -> SimConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def auto(self) -> bool:
+        """Whether the run grows until its verdict is confident (the default length)."""
+        return self.requests == AUTO or (self.requests is None and self.duration is None
+                                         and self.trace is None)
+
+    @property
+    def request_cap(self) -> int:
+        """Where ``--requests auto`` stops growing a run."""
+        return self.max_requests or DEFAULT_MAX_REQUESTS
+
     def validate(self) -> None:
         _positive_int("budget", self.budget)
         _positive_int("kmax", self.kmax)
-        _positive_int("requests", self.requests)
+        if self.requests != AUTO:
+            _positive_int("requests", self.requests)
+        _positive_int("max_requests", self.max_requests)
         _positive_int("kp", self.kp)
         _positive_int("kd", self.kd)
         _positive_number("rate", self.rate)
@@ -79,6 +97,12 @@ class SimConfig:
             raise ConfigError("requests", "give --requests or --duration, not both")
         if self.trace is not None and self.duration is not None:
             raise ConfigError("duration", "a trace's length is its own; use --requests to cut it")
+        if self.trace is not None and self.requests == AUTO:
+            raise ConfigError("requests", "a trace runs to its own length; give a number of "
+                                          "requests to cut it")
+        if self.max_requests is not None and not self.auto:
+            raise ConfigError("max_requests", "only --requests auto grows a run; with a fixed "
+                                              "--requests, --duration or --trace it does nothing")
         if self.convention not in (None, "paper", "engine"):
             raise ConfigError("convention", "must be 'paper' or 'engine'")
         if self.seed < 0:
@@ -87,7 +111,7 @@ class SimConfig:
             raise ConfigError("schedulers", "list at least one scheduler")
 
 
-_INT_FIELDS = {"budget", "kmax", "requests", "seed", "kp", "kd"}
+_INT_FIELDS = {"budget", "kmax", "max_requests", "seed", "kp", "kd"}
 _FLOAT_FIELDS = {"rate", "load", "duration"}
 _BOOL_FIELDS = {"drain", "chunked_prefill", "record_batches"}
 _STR_FIELDS = {"preset", "preset_file", "scheduler", "prefill", "decode", "arrivals", "trace",
@@ -98,6 +122,10 @@ def _convert(name: str, raw: Any) -> Any:
     """Turn YAML/--set values (often strings) into the field's type, or say why not."""
     if raw is None:
         return None
+    if name == "requests":
+        if isinstance(raw, str) and raw.strip().lower() == AUTO:
+            return AUTO
+        return _to_int(name, raw)
     if name in _INT_FIELDS:
         return _to_int(name, raw)
     if name in _FLOAT_FIELDS:

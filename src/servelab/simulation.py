@@ -7,6 +7,7 @@ the configuration once (preset, workload, theory) and shared by every scheduler 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,32 +18,50 @@ from typing import Any
 import numpy as np
 
 from servelab.analysis.metrics import hist_stats_ms, stats_ms
-from servelab.analysis.stability import backlog_verdict
+from servelab.analysis.stability import (
+    Guards,
+    RunSeries,
+    backlog_verdict,
+    request_guards,
+)
 from servelab.analysis.theory import request_capacity, theory_summary
-from servelab.config import DEFAULT_REQUESTS, SimConfig
+from servelab.config import SimConfig
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
 from servelab.schedulers import Scheduler, make_scheduler
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
-from servelab.workload.build import Workload, WorkloadSpec
+from servelab.workload.build import RequestStream, Workload, WorkloadSpec
 
 DEFAULT_COMPARE = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
+#: ``--requests auto`` starts here and doubles until the verdict is confident or at the cap.
+AUTO_START = 5000
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A configuration resolved into a preset, a budget, a workload and its theory."""
+    """A configuration resolved into a preset, a budget, a request stream and its theory.
+
+    ``workload`` is the run's requests, or, under ``--requests auto``, its first step's: each
+    further step takes a longer prefix of the same ``stream``.
+    """
 
     config: SimConfig
     preset: Preset
     budget: int
     convention: str
     spec: WorkloadSpec
+    stream: RequestStream
     workload: Workload
-    horizon: float
     theory: dict[str, Any]
+    guards: Guards
+
+    def horizon(self, workload: Workload) -> float:
+        """The end of the arrival window: --duration, or the last arrival."""
+        if self.config.duration is not None:
+            return self.config.duration
+        return float(workload.arrival[-1])
 
 
 @dataclass
@@ -104,21 +123,26 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     rate = requested_rate(config, preset, budget, convention, spec)
-    count = config.requests
-    if count is None and config.duration is None and spec.trace is None:
-        count = DEFAULT_REQUESTS
-    workload = spec.generate(rate, config.seed, count, config.duration)
+    stream = spec.stream(rate, config.seed)
+    if config.duration is not None:
+        workload = stream.until(config.duration)
+    elif isinstance(config.requests, int):
+        workload = stream.first(config.requests)
+    elif config.auto:
+        workload = stream.first(min(AUTO_START, config.request_cap))
+    else:  # a whole trace
+        workload = stream.first(len(spec.trace or ()))
     if len(workload) == 0:
         raise ConfigError("duration", "no request arrives within the run; make it longer")
     if rate is None:  # a trace at its own pace
         rate = spec.trace.mean_rate
-    horizon = config.duration if config.duration is not None else float(workload.arrival[-1])
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
     theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
-    return Scenario(config, preset, budget, convention, spec, workload, horizon, theory)
+    guards = request_guards(preset.timing, budget, m_p, m_d, convention)
+    return Scenario(config, preset, budget, convention, spec, stream, workload, theory, guards)
 
 
 def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
@@ -126,34 +150,85 @@ def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
     c = scenario.config
     scheduler = make_scheduler(name, chunked_prefill=c.chunked_prefill, priority=c.priority,
                                kp=c.kp, kd=c.kd)
-    longest = int(scenario.workload.prompt.max())
-    if scheduler.whole_prefill and longest > scenario.budget:
-        raise ConfigError(
-            "prefill",
-            f"a prompt of {longest} tokens exceeds the token budget {scenario.budget}, and "
-            f"{name} never splits a prompt, so it could never be scheduled "
-            "(use --chunked-prefill or a larger --budget)",
-        )
+    _check_prompts_fit(scheduler, scenario.workload, scenario.budget)
     return scheduler
 
 
+def _check_prompts_fit(scheduler: Scheduler, workload: Workload, budget: int) -> None:
+    longest = int(workload.prompt.max())
+    if scheduler.whole_prefill and longest > budget:
+        raise ConfigError(
+            "prefill",
+            f"a prompt of {longest} tokens exceeds the token budget {budget}, and "
+            f"{scheduler.name} never splits a prompt, so it could never be scheduled "
+            "(use --chunked-prefill or a larger --budget)",
+        )
+
+
 def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
-    """Simulate one policy on the scenario's requests and summarise it beside the theory."""
+    """Simulate one policy beside the theory; under ``--requests auto``, until it is sure.
+
+    An auto run starts with ``AUTO_START`` requests and doubles them while the verdict is
+    inconclusive, up to ``--max-requests``. Each step simulates a longer prefix of the same
+    request stream from the start, so the result is exactly ``--requests N`` for the final N,
+    and the doubling costs at most as much again as the final step.
+    """
     c = scenario.config
-    w = scenario.workload
+    started = time.perf_counter()
+    workload = scenario.workload
+    steps = [len(workload)]
+    result = _run_once(scenario, scheduler, workload)
+    while (c.auto and result.summary["verdict"] == "inconclusive"
+           and len(workload) < c.request_cap):
+        workload = scenario.stream.first(min(c.request_cap, 2 * len(workload)))
+        _check_prompts_fit(scheduler, workload, scenario.budget)
+        result = _run_once(scenario, scheduler, workload)
+        steps.append(len(workload))
+    summary = result.summary
+    summary["run_length"] = _run_length(scenario, steps)
+    if c.auto and summary["verdict"] == "inconclusive":
+        summary["verdict_reason"] = _unresolved(summary, scheduler, c.request_cap)
+    summary["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:
+    """How the run's length was chosen, for the summary."""
+    c = scenario.config
+    if c.auto:
+        return {"mode": "auto", "requests": steps[-1], "steps": steps,
+                "max_requests": c.request_cap}
+    mode = "duration" if c.duration is not None else "requests" if c.requests else "trace"
+    return {"mode": mode, "requests": steps[-1]}
+
+
+def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
+    """Why ``--requests auto`` stopped at its cap without a confident verdict."""
+    load = summary["load"]
+    measured = math.isfinite(summary["served_tokens_per_s"])  # not stopped by a guard
+    if scheduler.work_conserving and abs(load - 1) < 0.05 and measured:
+        return (f"load {load:.3f} is within {abs(load - 1):.1%} of capacity; {cap:,} requests "
+                f"cannot resolve it ({summary['verdict_reason']})")
+    return f"{summary['verdict_reason']}, even at {cap:,} requests (--max-requests)"
+
+
+def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResult:
+    """Simulate one policy on the requests ``w`` and summarise it beside the theory."""
+    c = scenario.config
     engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
                     scenario.convention, c.record_batches)
-    started = time.perf_counter()
-    rec = engine.run(w.arrival, w.prompt, w.output, scenario.horizon, c.drain)
+    horizon = scenario.horizon(w)
+    rec = engine.run(w.arrival, w.prompt, w.output, horizon, c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
                             rec.finish[: rec.admitted], w.prompt[: rec.admitted],
                             w.output[: rec.admitted])
     backlog = BacklogSeries(rec.backlog_time, rec.backlog_tokens, rec.backlog_requests)
     theory = scenario.theory
-    verdict = backlog_verdict(rec.backlog_time, rec.backlog_tokens, scenario.horizon,
-                              theory["offered_tokens_per_s"])
+    work = w.prompt + w.output - (1 if scenario.convention == "engine" else 0)
+    series = RunSeries(rec.backlog_time, rec.backlog_served, w.arrival, work, horizon)
+    verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
-    done = np.isfinite(requests.finish_s)
+    done = np.isfinite(requests.finish_s)  # every latency statistic: completed requests only
     multi = done & (requests.output_tokens > 1)  # TPOT needs a second token
     tpot = (requests.e2e_s - requests.ttft_s)[multi] / (requests.output_tokens[multi] - 1)
     summary: dict[str, Any] = {
@@ -167,8 +242,8 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
         "convention": scenario.convention,
         "workload": {**scenario.spec.describe(), "seed": c.seed},
         **theory,
-        **verdict.to_dict(),
-        "horizon_s": scenario.horizon,
+        **verdict.to_dict(_capacity_along_mix(theory)),
+        "horizon_s": horizon,
         "end_s": rec.end_time,
         "drained": c.drain,
         "arrived": rec.admitted,
@@ -182,14 +257,21 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
             "requests_per_s": rec.completed / elapsed,
             "output_tokens_per_s": float(requests.output_tokens[done].sum()) / elapsed,
         },
-        "ttft_ms": stats_ms(requests.ttft_s),
+        "ttft_ms": stats_ms(requests.ttft_s[done]),
         "tbt_ms": hist_stats_ms(rec.tbt_hist, TICKS_PER_S),
         "tpot_ms": stats_ms(tpot),
-        "e2e_ms": stats_ms(requests.e2e_s),
-        "wall_s": time.perf_counter() - started,
+        "e2e_ms": stats_ms(requests.e2e_s[done]),
         "servelab_version": _version(),
     }
     return SimResult(summary, requests, backlog, rec.batches)
+
+
+def _capacity_along_mix(theory: dict[str, Any]) -> float:
+    """Token slots/s the engine can serve of this workload: the token capacity, or with a
+    request cap the k_max region's boundary along the workload's mix."""
+    region = theory.get("kmax_region") or {}
+    max_rate = region.get("max_rate", theory["capacity"]["max_rate"])
+    return float(max_rate) * float(theory["capacity"]["work_per_request_tokens"])
 
 
 def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:

@@ -1,86 +1,196 @@
-"""The empirical stability verdict, read from the backlog trajectory, never from the load.
+"""The empirical stability verdict, read from the run, never from the load.
 
-Method (docs/model.md): take the backlog samples (unprocessed tokens) in the second half of the
-arrival window, average them in ``BLOCKS`` equal time blocks, and fit a line through the block
-means. Block means are far less autocorrelated than raw samples, so the residual scatter gives a
-usable standard error (Student t with BLOCKS-2 degrees of freedom). The drain after the last
-arrival is never part of the window: it says nothing about stability.
+A run answers one question: does the backlog (unprocessed tokens) grow at the *nominal* arrival
+rate the user asked for? The window is the second half of the arrival window, [H/2, H]: the
+first half is warm-up, and the drain after the last arrival says nothing about stability. In it
+the run measures three rates, exactly, from its cumulative counts:
 
-The verdict compares the confidence interval with a growth threshold: a fraction
-``GROWTH_TOLERANCE`` of the offered token rate. ``unstable`` when the whole interval lies above
-it, ``stable`` when the whole interval lies below it, ``inconclusive`` otherwise (too short a
-run, or a load too close to the boundary to tell).
+- ``a``, the token slots that actually arrived per second (the realised offered rate);
+- ``s``, the token slots the engine served per second;
+- the backlog slope ``a - s``.
+
+Two facts make the verdict trustworthy (docs/model.md, "The stability verdict"):
+
+1. *Arrival randomness.* The realised rate ``a`` misses the nominal ``o`` by a few percent in a
+   typical run, and the backlog follows ``a``, not ``o``. Both sides of the verdict are therefore
+   judged on ``o - s``: what the engine served against what the nominal rate would have brought.
+   A work-conserving engine never serves more than its capacity, so above capacity ``o - s`` is
+   at least the fluid slope whatever arrived, and the verdict is never ``stable`` there.
+2. *Autocorrelation.* The backlog of a queue near its boundary is a slowly relaxing random walk,
+   so backlog levels in neighbouring stretches are strongly correlated and a regression through
+   them is overconfident. Its *increments* over long blocks are close to independent instead (a
+   random walk's are independent; a stable queue's are negatively correlated, which only widens
+   the interval). The standard errors come from ``BLOCKS`` block increments, with Student t.
+
+``stable``: ``o - s`` plus the 95 % margin of the backlog slope is below the tolerance, so the
+engine kept up with arrivals at least as heavy as the nominal ones, bar a tolerance. ``unstable``:
+the backlog grew (its 95 % interval lies above zero) *and* the engine served less than the
+nominal offered rate by more than the tolerance, with the served rate's 95 % margin. Anything
+else is ``inconclusive``, as is a window shorter than a lone request's life or one that starts
+before the engine can have filled up.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from servelab.timing.models import TimingModel
+
 BLOCKS = 10
-#: Student t quantile, 97.5 %, BLOCKS - 2 = 8 degrees of freedom (a 95 % two-sided interval).
-T_CRITICAL = 2.306
+#: Student t quantile, 97.5 %, BLOCKS - 1 = 9 degrees of freedom (a 95 % two-sided interval).
+T_CRITICAL = 2.262
 #: Growth below 1 % of the offered token rate counts as no growth.
 GROWTH_TOLERANCE = 0.01
 MIN_SAMPLES_PER_BLOCK = 2
 
 
 @dataclass(frozen=True)
+class RunSeries:
+    """What the verdict reads from one run: cumulative counts sampled at batch ends."""
+
+    sample_time_s: np.ndarray  # batch end times, increasing
+    served_tokens: np.ndarray  # token slots processed by then
+    arrival_s: np.ndarray  # every request's arrival, sorted
+    work_tokens: np.ndarray  # every request's token slots (convention-dependent)
+    horizon_s: float  # the last arrival, or --duration
+
+    @cached_property
+    def _cumulative_work(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.work_tokens, dtype=np.int64)))
+
+    def arrived_tokens(self, t: np.ndarray) -> np.ndarray:
+        """Token slots of the requests that arrived by each time in ``t``."""
+        return self._cumulative_work[np.searchsorted(self.arrival_s, t, side="right")]
+
+
+@dataclass(frozen=True)
+class Guards:
+    """How long a request needs, below which a window cannot tell growth from filling up."""
+
+    lone_request_s: float  # a mean request alone in the engine
+    full_batches_s: float  # a mean request when every batch it is in is full
+
+
+@dataclass(frozen=True)
 class Verdict:
     verdict: str
-    slope_tokens_per_s: float
-    stderr_tokens_per_s: float
-    threshold_tokens_per_s: float
-    window_s: tuple[float, float]
     reason: str
+    window_s: tuple[float, float]
+    threshold_tokens_per_s: float
+    offered_tokens_per_s: float  # nominal
+    slope_tokens_per_s: float = math.nan
+    stderr_tokens_per_s: float = math.nan
+    served_tokens_per_s: float = math.nan
+    served_stderr_tokens_per_s: float = math.nan
+    realised_rate: float = math.nan  # requests/s that arrived in the window
+    realised_offered_tokens_per_s: float = math.nan
 
-    def to_dict(self) -> dict[str, object]:
+    @property
+    def growth_at_nominal_tokens_per_s(self) -> float:
+        """The backlog slope corrected to the nominal arrivals: offered (nominal) - served."""
+        return self.offered_tokens_per_s - self.served_tokens_per_s
+
+    def to_dict(self, capacity_tokens_per_s: float) -> dict[str, object]:
+        """The summary keys; the realised load and fluid slope are against this capacity."""
+        margin = T_CRITICAL * self.stderr_tokens_per_s
+        realised = self.realised_offered_tokens_per_s
         return {
             "verdict": self.verdict,
+            "verdict_reason": self.reason,
+            "verdict_window_s": list(self.window_s),
+            "verdict_threshold_tokens_per_s": self.threshold_tokens_per_s,
             "backlog_slope_tokens_per_s": self.slope_tokens_per_s,
             "backlog_slope_stderr_tokens_per_s": self.stderr_tokens_per_s,
-            "verdict_threshold_tokens_per_s": self.threshold_tokens_per_s,
-            "verdict_window_s": list(self.window_s),
-            "verdict_reason": self.reason,
+            "backlog_slope_ci95_tokens_per_s": [self.slope_tokens_per_s - margin,
+                                                self.slope_tokens_per_s + margin],
+            "growth_at_nominal_tokens_per_s": self.growth_at_nominal_tokens_per_s,
+            "served_tokens_per_s": self.served_tokens_per_s,
+            "realised_rate": self.realised_rate,
+            "realised_offered_tokens_per_s": realised,
+            "realised_load": realised / capacity_tokens_per_s,
+            "realised_fluid_slope_tokens_per_s": max(0.0, realised - capacity_tokens_per_s)
+            if not math.isnan(realised) else math.nan,
         }
 
 
-def backlog_verdict(
-    times: np.ndarray, tokens: np.ndarray, horizon: float, offered_tokens_per_s: float
-) -> Verdict:
-    """Judge stability from the backlog samples ``(times, tokens)`` of one run."""
-    start = horizon / 2
+def request_guards(
+    timing: TimingModel, budget: int, m_p: float, m_d: float, convention: str
+) -> Guards:
+    """The life of a request with the mean lengths: alone, and when every batch is full."""
+    prompt, output = max(1, round(m_p)), max(1, round(m_d))
+    decode_slots = output - (1 if convention == "engine" else 0)
+    full, rest = divmod(prompt, budget)
+    lone = full * timing.duration(budget, 0, 1) + decode_slots * timing.duration(0, 1, 1)
+    if rest:
+        lone += timing.duration(rest, 0, 1)
+    mu, n_star = timing.capacity(budget, m_p / (m_p + m_d))
+    iterations = full + (1 if rest else 0) + decode_slots
+    return Guards(lone_request_s=lone, full_batches_s=iterations * n_star / mu)
+
+
+def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guards) -> Verdict:
+    """Judge stability at the nominal offered rate from one run (module docstring)."""
+    start, end = series.horizon_s / 2, series.horizon_s
     threshold = GROWTH_TOLERANCE * offered_tokens_per_s
-    mask = (times >= start) & (times <= horizon)
-    t, y = times[mask], tokens[mask].astype(float)
-    if len(t) < BLOCKS * MIN_SAMPLES_PER_BLOCK:
-        return Verdict("inconclusive", float("nan"), float("nan"), threshold, (start, horizon),
-                       f"only {len(t)} backlog samples in the second half of the arrival window")
-    edges = np.linspace(start, horizon, BLOCKS + 1)
-    which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, BLOCKS - 1)
-    counts = np.bincount(which, minlength=BLOCKS)
-    if (counts < MIN_SAMPLES_PER_BLOCK).any():
-        return Verdict("inconclusive", float("nan"), float("nan"), threshold, (start, horizon),
-                       "the backlog was sampled too unevenly to form blocks")
-    bt = np.bincount(which, weights=t, minlength=BLOCKS) / counts
-    by = np.bincount(which, weights=y, minlength=BLOCKS) / counts
-    slope, stderr = _ols_slope(bt, by)
-    if slope - T_CRITICAL * stderr > threshold:
-        verdict, reason = "unstable", "the backlog grows faster than the tolerance"
-    elif slope + T_CRITICAL * stderr < threshold:
-        verdict, reason = "stable", "the backlog does not grow beyond the tolerance"
+
+    def inconclusive(reason: str) -> Verdict:
+        return Verdict("inconclusive", reason, (start, end), threshold, offered_tokens_per_s)
+
+    if end - start < guards.lone_request_s:
+        return inconclusive(
+            f"the verdict window ({end - start:,.1f} s) is shorter than the "
+            f"{guards.lone_request_s:,.1f} s a lone request needs to finish")
+    if start < guards.full_batches_s:
+        return inconclusive(
+            f"the window starts at {start:,.1f} s, before the engine can have filled up "
+            f"(a request needs up to {guards.full_batches_s:,.1f} s when every batch is full)")
+    t = series.sample_time_s
+    inside = np.flatnonzero((t >= start) & (t <= end))
+    if len(inside) < BLOCKS * MIN_SAMPLES_PER_BLOCK + 1:
+        return inconclusive(f"only {len(inside)} backlog samples in the window")
+    grid = np.linspace(t[inside[0]], t[inside[-1]], BLOCKS + 1)
+    edges = inside[np.searchsorted(t[inside], grid).clip(0, len(inside) - 1)]
+    if (np.diff(edges) < MIN_SAMPLES_PER_BLOCK).any():
+        return inconclusive("the backlog was sampled too unevenly to form blocks")
+    at = t[edges]
+    seconds = np.diff(at)
+    served = np.diff(series.served_tokens[edges].astype(float)) / seconds
+    arrived = np.diff(series.arrived_tokens(at).astype(float)) / seconds
+    span = at[-1] - at[0]
+    s = float(series.served_tokens[edges[-1]] - series.served_tokens[edges[0]]) / span
+    a = float(series.arrived_tokens(at[[0, -1]]) @ [-1, 1]) / span
+    stderr = float(np.std(arrived - served, ddof=1)) / math.sqrt(BLOCKS)
+    served_stderr = float(np.std(served, ddof=1)) / math.sqrt(BLOCKS)
+    first, last = np.searchsorted(series.arrival_s, at[[0, -1]], side="right")
+    measured = {
+        "window_s": (float(at[0]), float(at[-1])),
+        "slope_tokens_per_s": a - s,
+        "stderr_tokens_per_s": stderr,
+        "served_tokens_per_s": s,
+        "served_stderr_tokens_per_s": served_stderr,
+        "realised_rate": float(last - first) / span,
+        "realised_offered_tokens_per_s": a,
+    }
+    growth = offered_tokens_per_s - s
+    if growth + T_CRITICAL * stderr < threshold:
+        verdict, reason = "stable", (
+            f"growth at the nominal rate (offered - served = {growth:,.1f} tokens/s) stays "
+            f"below the tolerance {threshold:,.1f} at its 95% bound "
+            f"({growth + T_CRITICAL * stderr:,.1f})")
+    elif (a - s - T_CRITICAL * stderr > 0
+          and growth - T_CRITICAL * served_stderr > threshold):
+        verdict, reason = "unstable", (
+            f"the backlog grows ({a - s - T_CRITICAL * stderr:,.1f} tokens/s or more at 95%) "
+            f"while the engine serves {s:,.1f} tokens/s, {growth:,.1f} short of the nominal "
+            f"{offered_tokens_per_s:,.1f} offered")
     else:
-        verdict, reason = "inconclusive", "the slope's interval straddles the tolerance"
-    return Verdict(verdict, slope, stderr, threshold, (start, horizon), reason)
-
-
-def _ols_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and its standard error."""
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    slope = float(xc @ (y - y.mean())) / sxx
-    residuals = y - y.mean() - slope * xc
-    dof = len(x) - 2
-    stderr = float(np.sqrt((residuals @ residuals) / dof / sxx))
-    return slope, stderr
+        verdict, reason = "inconclusive", (
+            f"the backlog neither clearly keeps up nor clearly grows: growth at the nominal "
+            f"rate {growth:,.1f} ± {T_CRITICAL * stderr:,.1f} tokens/s against a tolerance "
+            f"of {threshold:,.1f}")
+    return Verdict(verdict, reason, threshold_tokens_per_s=threshold,
+                   offered_tokens_per_s=offered_tokens_per_s, **measured)

@@ -12,8 +12,13 @@ from typing import Any
 LATENCY_ROWS = (("TTFT", "ttft_ms"), ("TBT", "tbt_ms"), ("TPOT", "tpot_ms"), ("E2E", "e2e_ms"))
 
 
+def _known(value: float | None) -> bool:
+    """Not missing: the library says NaN, its JSON null."""
+    return value is not None and value == value
+
+
 def _num(value: float | None, digits: int = 1) -> str:
-    if value is None or value != value:
+    if not _known(value):
         return "-"
     if abs(value) >= 10_000:
         return f"{value:,.0f}"
@@ -52,21 +57,60 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def run_line(s: dict[str, Any]) -> str:
+    """How long the run was and why: auto runs say how far they had to grow."""
+    length = s["run_length"]
+    n = f"{length['requests']:,} requests"
+    fixed = {"requests": "as --requests asked", "trace": "the trace",
+             "duration": f"arriving in {s['horizon_s']:,.1f} s (--duration)"}
+    if length["mode"] in fixed:
+        return f"run       {n}, {fixed[length['mode']]}; simulated in {s['wall_s']:.2f} s"
+    steps = length["steps"]
+    grew = f", grown from {steps[0]:,} in {len(steps)} steps" if len(steps) > 1 else ""
+    why = ("until the verdict was confident" if s["verdict"] != "inconclusive"
+           else f"stopped at the cap of {length['max_requests']:,}")
+    return f"run       auto: {n}{grew}, {why}; simulated in {s['wall_s']:.2f} s"
+
+
+def measured_lines(s: dict[str, Any]) -> list[str]:
+    """The verdict with its reason, then what arrived against what was asked for."""
+    lo, hi = s["verdict_window_s"]
+    lines = [f"measured  verdict {s['verdict'].upper()}: {s['verdict_reason']}"]
+    if _known(s["served_tokens_per_s"]):  # the window was measured
+        ci_lo, ci_hi = s["backlog_slope_ci95_tokens_per_s"]
+        lines += [
+            f"          over {lo:,.1f}-{hi:,.1f} s: backlog slope "
+            f"{_num(s['backlog_slope_tokens_per_s'])} ± "
+            f"{_num(s['backlog_slope_stderr_tokens_per_s'])} tokens/s (95%: {_num(ci_lo)} to "
+            f"{_num(ci_hi)}); served {_num(s['served_tokens_per_s'])} tokens/s",
+            f"          arrived {s['realised_rate']:.3f} req/s (load {s['realised_load']:.3f}, "
+            f"{_num(s['realised_offered_tokens_per_s'])} tokens/s), so fluid slope "
+            f"{_num(s['realised_fluid_slope_tokens_per_s'])} tokens/s; nominal "
+            f"{s['rate']:.3f} req/s (load {s['load']:.3f}), fluid "
+            f"{_num(s['fluid_slope_tokens_per_s'])}",
+        ]
+    return lines
+
+
+def survivors_line(s: dict[str, Any]) -> list[str]:
+    """Under a diverging queue, completed requests are the lucky ones: say so."""
+    if s["verdict"] != "unstable" or not s["in_flight"]:
+        return []
+    return [f"note      latencies describe the {s['completed']:,} completed requests only; "
+            f"{s['in_flight']:,} are still in flight, and the survivors of a diverging queue "
+            "understate what users see"]
+
+
 def simulate_text(s: dict[str, Any]) -> str:
     """The human report of one run."""
-    lo, hi = s["verdict_window_s"]
-    slope = _num(s["backlog_slope_tokens_per_s"])
-    stderr = _num(s["backlog_slope_stderr_tokens_per_s"])
-    tolerance = _num(s["verdict_threshold_tokens_per_s"])
-    lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s)]
+    lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s), *measured_lines(s)]
     lines += [
-        f"measured  verdict {s['verdict'].upper()}: backlog slope {slope} ± {stderr} tokens/s "
-        f"over {lo:,.1f}-{hi:,.1f} s (tolerance {tolerance} tokens/s; "
-        f"fluid {_num(s['fluid_slope_tokens_per_s'])})",
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
         f"{s['throughput']['requests_per_s']:.3f} req/s; {s['completed']:,} completed, "
         f"{s['in_flight']:,} in flight, {s['iterations']:,} iterations, "
-        f"{s['mean_batch_tokens']:.1f} tokens/batch; simulated in {s['wall_s']:.2f} s",
+        f"{s['mean_batch_tokens']:.1f} tokens/batch",
+        run_line(s),
+        *survivors_line(s),
         "",
         f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
     ]
@@ -78,8 +122,8 @@ def simulate_text(s: dict[str, Any]) -> str:
 
 
 COMPARE_COLUMNS = (
-    ("scheduler", 18), ("verdict", 13), ("slope ± se tok/s", 22), ("fluid", 8),
-    ("thru tok/s", 11), ("TTFT p50", 10), ("TTFT p99", 10), ("TBT p50", 9), ("TBT p99", 9),
+    ("scheduler", 18), ("verdict", 13), ("slope ± se tok/s", 20), ("served tok/s", 14),
+    ("requests", 10), ("TTFT p50", 10), ("TTFT p99", 10), ("TBT p50", 9), ("TBT p99", 9),
     ("E2E p50", 10), ("E2E p99", 10), ("in flight", 10),
 )
 
@@ -90,25 +134,35 @@ def _compare_row(s: dict[str, Any]) -> list[str]:
 
     slope = (f"{_num(s['backlog_slope_tokens_per_s'])} ± "
              f"{_num(s['backlog_slope_stderr_tokens_per_s'])}")
-    return [s["scheduler"], s["verdict"], slope, _num(s["fluid_slope_tokens_per_s"]),
-            _num(s["throughput"]["tokens_per_s"]), q("ttft_ms", "p50"), q("ttft_ms", "p99"),
+    return [s["scheduler"], s["verdict"], slope, _num(s["served_tokens_per_s"]),
+            f"{s['arrived']:,}", q("ttft_ms", "p50"), q("ttft_ms", "p99"),
             q("tbt_ms", "p50"), q("tbt_ms", "p99"), q("e2e_ms", "p50"), q("e2e_ms", "p99"),
             f"{s['in_flight']:,}"]
 
 
 def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
-    """Theory once, then one row per scheduler (latencies in ms)."""
+    """Theory once, then one row per scheduler (latencies in ms), then what needs a word."""
     first = summaries[0]
+    auto = first["run_length"]["mode"] == "auto"
     lines = [f"servelab compare: {', '.join(s['scheduler'] for s in summaries)}",
              *theory_lines(first),
-             f"measured  verdicts from the backlog trend over "
-             f"{first['verdict_window_s'][0]:,.1f}-{first['verdict_window_s'][1]:,.1f} s "
-             f"(latencies in ms)", ""]
+             "measured  each verdict is read from the second half of its own run"
+             + (" (auto: grown until the verdict was confident)" if auto else "")
+             + "; latencies in ms over completed requests", ""]
     widths = [w for _, w in COMPARE_COLUMNS]
     header = [name for name, _ in COMPARE_COLUMNS]
     lines.append(_row(header, widths))
     lines.append(_row(["-" * (w - 1) for w in widths], widths))
     lines += [_row(_compare_row(s), widths) for s in summaries]
+    notes = [f"{s['scheduler']}: {s['verdict_reason']}" for s in summaries
+             if s["verdict"] == "inconclusive"]
+    diverging = [s for s in summaries if survivors_line(s)]
+    if diverging:
+        names = ", ".join(s["scheduler"] for s in diverging)
+        notes.append(f"{names}: unstable, so their latencies describe completed requests "
+                     "only; the survivors of a diverging queue understate what users see")
+    if notes:
+        lines += ["", *(f"note      {n}" for n in notes)]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from servelab.errors import ConfigError
+from servelab.workload.chunks import Chunked
 from servelab.workload.lengths import format_number, parse_number
 
 KNOWN = "poisson, gamma:CV (CV > 0), deterministic"
@@ -36,37 +37,49 @@ class ArrivalProcess(ABC):
         duration: float | None = None,
     ) -> np.ndarray:
         """Nondecreasing arrival times (s): the first ``count``, or all in (0, duration]."""
-        if not (math.isfinite(rate) and rate > 0):
-            raise ConfigError("rate", f"must be a positive number of requests/s, got {rate}")
+        stream = ArrivalStream(self, rng, rate)
         if count is not None and duration is None:
-            if count < 0:
-                raise ConfigError("count", f"must be >= 0, got {count}")
-            return self._block(rng, rate, 0, 0.0, count)
+            return stream.first(count)
         if duration is not None and count is None:
-            if not (math.isfinite(duration) and duration >= 0):
-                raise ConfigError("duration", f"must be finite seconds >= 0, got {duration}")
-            return self._until(rng, rate, duration)
+            return stream.until(duration)
         raise ValueError("give exactly one of count and duration")
-
-    def _until(self, rng: np.random.Generator, rate: float, duration: float) -> np.ndarray:
-        """Draw blocks sized to cover the rest of the horizon until one passes it."""
-        blocks: list[np.ndarray] = []
-        done, last = 0, 0.0
-        while last <= duration:
-            expected = rate * (duration - last)
-            # The count's sd is about CV * sqrt(expected): 4 sd of slack makes one block the norm.
-            size = int(expected + 4 * max(self.cv, 1.0) * math.sqrt(expected)) + 16
-            block = self._block(rng, rate, done, last, size)
-            blocks.append(block)
-            done, last = done + len(block), float(block[-1])
-        times = np.concatenate(blocks)
-        return times[: np.searchsorted(times, duration, side="right")]
 
     @abstractmethod
     def _block(
         self, rng: np.random.Generator, rate: float, done: int, last: float, size: int
     ) -> np.ndarray:
         """Arrivals number ``done + 1 .. done + size``, given arrival ``done`` was at ``last``."""
+
+
+class ArrivalStream:
+    """The arrivals of one process at one rate, drawn on demand (see ``chunks``)."""
+
+    def __init__(self, process: ArrivalProcess, rng: np.random.Generator, rate: float) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ConfigError("rate", f"must be a positive number of requests/s, got {rate}")
+        self._last = 0.0
+
+        def draw(done: int, size: int) -> np.ndarray:
+            block = process._block(rng, rate, done, self._last, size)
+            self._last = float(block[-1])
+            return block
+
+        self._times = Chunked(draw)
+
+    def first(self, count: int) -> np.ndarray:
+        """The first ``count`` arrival times."""
+        if count < 0:
+            raise ConfigError("count", f"must be >= 0, got {count}")
+        return self._times.first(count)
+
+    def until(self, duration: float) -> np.ndarray:
+        """Every arrival in (0, duration]."""
+        if not (math.isfinite(duration) and duration >= 0):
+            raise ConfigError("duration", f"must be finite seconds >= 0, got {duration}")
+        while self._last <= duration:
+            self._times.grow()
+        times = self._times.values()
+        return times[: np.searchsorted(times, duration, side="right")]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A ``WorkloadSpec`` is resolved before the rate is known, because ``--load`` needs the mean
 lengths (theory) to turn a fraction of capacity into requests per second. Generation then draws
 arrivals, prompt lengths and output lengths from three independent streams of one seed, so every
-scheduler in a comparison sees exactly the same requests.
+scheduler in a comparison sees exactly the same requests (``RequestStream``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from servelab.workload.arrivals import ArrivalProcess, parse_arrivals
+from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
+from servelab.workload.chunks import Chunked
 from servelab.workload.lengths import LengthDist, parse_lengths
 from servelab.workload.trace import Trace, load_trace
 
@@ -68,21 +69,53 @@ class WorkloadSpec:
         return {"arrivals": self.arrivals.spec, "prefill": self.prefill.spec,
                 "decode": self.decode.spec}
 
-    def generate(
-        self, rate: float | None, seed: int, count: int | None, duration: float | None
-    ) -> Workload:
-        """Draw the requests: ``count`` of them, or all arriving within ``duration`` seconds.
+    def stream(self, rate: float | None, seed: int) -> RequestStream:
+        """The requests of this workload at ``rate`` (a trace: None keeps its own clock)."""
+        return RequestStream(self, rate, seed)
 
-        A trace keeps its own clock unless ``rate`` rescales it; ``count`` cuts it short.
-        """
-        if self.trace is not None:
-            trace = self.trace if rate is None else self.trace.scaled_to(rate)
-            n = len(trace) if count is None else min(count, len(trace))
-            return Workload(trace.arrived_at[:n], trace.prefill[:n], trace.decode[:n])
+
+class RequestStream:
+    """Requests drawn on demand: the first n of a seed never depend on how many are drawn.
+
+    Arrivals, prompt lengths and output lengths come from three independent streams of one
+    seed, each drawn in fixed blocks (``chunks``), so ``--requests auto``, which grows a run
+    step by step, sees exactly the requests ``--requests N`` would.
+    """
+
+    def __init__(self, spec: WorkloadSpec, rate: float | None, seed: int) -> None:
+        self.spec = spec
+        self._trace: Workload | None = None
+        if spec.trace is not None:
+            trace = spec.trace if rate is None else spec.trace.scaled_to(rate)
+            self._trace = Workload(trace.arrived_at, trace.prefill, trace.decode)
+            return
+        assert rate is not None and spec.arrivals is not None
+        assert spec.prefill is not None and spec.decode is not None
         arrival_rng, prompt_rng, output_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
         )
-        times = self.arrivals.times(arrival_rng, rate, count=count, duration=duration)
+        prefill, decode = spec.prefill, spec.decode
+        self._arrivals = ArrivalStream(spec.arrivals, arrival_rng, rate)
+        self._prompt = Chunked(lambda _, size: prefill.sample(prompt_rng, size))
+        self._output = Chunked(lambda _, size: decode.sample(output_rng, size))
+
+    @property
+    def finite(self) -> int | None:
+        """How many requests there are at most (a trace's rows), None when endless."""
+        return len(self._trace) if self._trace is not None else None
+
+    def first(self, count: int) -> Workload:
+        """The first ``count`` requests (all of a shorter trace)."""
+        if self._trace is not None:
+            t = self._trace
+            return Workload(t.arrival[:count], t.prompt[:count], t.output[:count])
+        return self._with_lengths(self._arrivals.first(count))
+
+    def until(self, duration: float) -> Workload:
+        """Every request arriving in (0, duration]."""
+        assert self._trace is None, "a trace runs to its own end"
+        return self._with_lengths(self._arrivals.until(duration))
+
+    def _with_lengths(self, times: np.ndarray) -> Workload:
         n = len(times)
-        prompts = self.prefill.sample(prompt_rng, n)
-        return Workload(times, prompts, self.decode.sample(output_rng, n))
+        return Workload(times, self._prompt.first(n), self._output.first(n))

@@ -171,13 +171,19 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("args", "field"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2(args: list[str], field: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run(*args, "--out", str(out)) if args[0] == "simulate" else run(*args)
+    proc = (run(*args, "--out", str(out), cwd=tmp_path) if args[0] == "simulate"
+            else run(*args, cwd=tmp_path))
+    assert_refused(proc, field)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the default plot
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], field: str) -> None:
+    """The bad-input contract: one line naming the field, exit 2, no traceback, no report."""
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: {field}: "), lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    assert not out.exists()
 
 
 def test_bad_trace_files(tmp_path: Path) -> None:
@@ -191,3 +197,17 @@ def test_bad_trace_files(tmp_path: Path) -> None:
         proc = run("simulate", "--trace", str(path))
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: trace: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_run_file_problems(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(256)))
+    assert_refused(run("run", str(binary)), "file")
+    if Path("/dev/urandom").exists():  # used to hang reading forever
+        assert_refused(run("run", "/dev/urandom"), "file")
+        assert_refused(run("capacity", "--preset-file", "/dev/urandom"), "preset-file")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("rate: 5\nrequests: 300\nrate: 6\n")
+    proc = run("run", str(exp))
+    assert_refused(proc, "file")
+    assert "line 3: duplicate key 'rate'" in proc.stderr

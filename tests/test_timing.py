@@ -213,6 +213,7 @@ def test_preset_file_with_relative_table_csv(tmp_path: Path) -> None:
         ("name: x\nconvention: vllm\ntiming: {model: constant, t_ms: 1}\n", "preset.convention"),
         ("name: x\ndescription: 3\ntiming: {model: constant, t_ms: 1}\n", "preset.description"),
         ("name: x\ntiming: {model: staircase, c_ms: 1, a_ms: -2, b0: 8}\n", "timing.a_ms"),
+        ("name: x\nbudget: 8\nbudget: 16\ntiming: {model: constant, t_ms: 1}\n", "preset-file"),
     ],
 )
 def test_bad_preset_file(tmp_path: Path, text: str | None, field: str) -> None:

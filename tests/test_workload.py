@@ -345,7 +345,7 @@ HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
     [
         (None, "cannot read"),
         ("", "is empty"),
-        (b"\xff\xfe\x00\x81binary", "not a text CSV file"),
+        (b"\xff\xfe\x00\x81binary", "is not a text file"),
         ('{"arrived_at": [1]}\n', "no column"),
         ("arrived_at,num_decode_tokens\n1,2\n", "no column 'num_prefill_tokens' (found: "),
         (HEADER, "no requests"),

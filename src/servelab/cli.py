@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from servelab.config import SimConfig
 from servelab.errors import ConfigError, SchedulerError
+from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import plot_backlog
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
@@ -202,12 +201,7 @@ def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> N
 
 def cmd_run(args: argparse.Namespace) -> None:
     path = Path(args.file)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("file", f"{path} is not valid YAML: {exc}") from None
+    data = load_yaml(path, "file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -216,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("set", f"expected KEY=VALUE, got {item!r}")
-        data[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        data[key.strip()] = parse_yaml(value, "set", item) if value.strip() else None
     base_dir = str(path.resolve().parent)
     if "schedulers" in data:
         cmd_compare(args, data, base_dir)

@@ -10,6 +10,7 @@ as the keys say.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from servelab.errors import ConfigError
+from servelab.files import CSV_LIMIT, read_text
 
 
 @dataclass(frozen=True)
@@ -283,12 +285,10 @@ class Table(_TokenOnly):
 
 def _read_table_csv(path: Path, where: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Rows of a CSV with a ``tokens`` column and a ``seconds`` (or ``ms``) column."""
+    text = read_text(path, where, CSV_LIMIT)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as err:
-        raise ConfigError(where, f"cannot read {path}: {err.strerror or err}") from None
-    except (csv.Error, UnicodeDecodeError) as err:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
         raise ConfigError(where, f"{path}: not a readable CSV: {err}") from None
     header = [name.strip().lower() for name in rows[0]] if rows else []
     time_column = next((c for c in ("seconds", "ms") if c in header), None)

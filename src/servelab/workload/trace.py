@@ -7,6 +7,7 @@ request mix can be offered at any rate, as Vidur's time-scale factor does.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from servelab.errors import ConfigError
+from servelab.files import CSV_LIMIT, read_text
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
@@ -56,29 +58,24 @@ class CsvTable:
 
 def read_csv(path: Path, columns: Sequence[str], field: str) -> CsvTable:
     """Read ``columns`` (by header name, any order; other columns ignored) from a CSV file."""
+    reader = csv.reader(io.StringIO(read_text(path, field, CSV_LIMIT), newline=""))
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise ConfigError(field, f"{path} is empty (expected a CSV header row)")
-            index = _column_index(header, columns, path, field)
-            lines: list[int] = []
-            cells: dict[str, list[str]] = {name: [] for name in columns}
-            for row in reader:
-                if not row:
-                    continue
-                lines.append(reader.line_num)
-                for name, i in index.items():
-                    if i >= len(row):
-                        raise ConfigError(
-                            field, f"{path} line {reader.line_num}: missing value for {name!r}"
-                        )
-                    cells[name].append(row[i].strip())
-    except OSError as exc:
-        raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(field, f"{path} is not a text CSV file") from None
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ConfigError(field, f"{path} is empty (expected a CSV header row)")
+        index = _column_index(header, columns, path, field)
+        lines: list[int] = []
+        cells: dict[str, list[str]] = {name: [] for name in columns}
+        for row in reader:
+            if not row:
+                continue
+            lines.append(reader.line_num)
+            for name, i in index.items():
+                if i >= len(row):
+                    raise ConfigError(
+                        field, f"{path} line {reader.line_num}: missing value for {name!r}"
+                    )
+                cells[name].append(row[i].strip())
     except csv.Error as exc:
         raise ConfigError(field, f"{path} is not valid CSV: {exc}") from None
     return CsvTable(str(path), field, lines, cells)

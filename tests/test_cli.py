@@ -165,6 +165,17 @@ BAD_INPUTS = [
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),
     (["run", "/nonexistent/exp.yaml"], "file"),
     (["frobnicate"], "command"),
+    # Magnitudes that cannot be simulated meaningfully, refused before any work.
+    (["simulate", "--rate", "1e308"], "rate"),
+    (["capacity", "--rate", "1e308"], "rate"),
+    (["simulate", "--rate", "1e6"], "rate"),
+    (["simulate", "--load", "1e-300"], "load"),
+    (["simulate", "--rate", "10", "--requests", "1e12"], "requests"),
+    (["simulate", "--rate", "10", "--duration", "1e9"], "duration"),
+    (["simulate", "--rate", "10", "--duration", "1e7"], "duration"),
+    (["simulate", "--rate", "10", "--requests", "1"], "requests"),
+    (["capacity", "--budget", "1e12", "--kmax", "5", "--rate", "1"], "budget"),
+    (["capacity", "--kmax", "1e12"], "kmax"),
 ]
 
 
@@ -211,3 +222,11 @@ def test_run_file_problems(tmp_path: Path) -> None:
     proc = run("run", str(exp))
     assert_refused(proc, "file")
     assert "line 3: duplicate key 'rate'" in proc.stderr
+
+
+def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
+    """A one-row trace used to report inf req/s."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,5,5\n")
+    assert_refused(run("simulate", "--trace", str(trace)), "trace")
+    assert_refused(run("capacity", "--trace", str(trace)), "trace")

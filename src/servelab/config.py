@@ -17,6 +17,19 @@ from servelab.errors import ConfigError
 DEFAULT_PRESET = "codellama-34b-a100"
 DEFAULT_REQUESTS = 5000
 
+# Limits on what can be simulated meaningfully; docs/cli.md ("Limits") gives the reasons too.
+#: The theory tabulates the batch time at every batch size up to the budget: 2^20 tokens take
+#: seconds and half a gigabyte, ten times more would take minutes and gigabytes.
+MAX_BUDGET = 1 << 20
+#: Each simulated request holds about 300 bytes: ten million of them are 3 GB.
+MAX_REQUESTS = 10_000_000
+#: Simulated times are float64 seconds and TBT gaps are binned in 0.1 us ticks; up to 1e8 s
+#: (about three years) a float64 resolves 15 ns, safely under one tick.
+MAX_CLOCK_S = 1e8
+#: Arrivals at 100 times what the engine can serve: the backlog only grows, and a larger load
+#: says nothing more about stability.
+MAX_LOAD = 100.0
+
 
 @dataclass
 class SimConfig:
@@ -65,9 +78,10 @@ class SimConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
-        _positive_int("budget", self.budget)
-        _positive_int("kmax", self.kmax)
-        _positive_int("requests", self.requests)
+        _positive_int("budget", self.budget, MAX_BUDGET, "tokens, which the theory tabulates "
+                      "one batch size at a time")
+        _positive_int("kmax", self.kmax, MAX_BUDGET, "requests per batch (the budget's limit)")
+        _positive_int("requests", self.requests, MAX_REQUESTS, "(about 300 bytes each)")
         _positive_int("kp", self.kp)
         _positive_int("kd", self.kd)
         _positive_number("rate", self.rate)
@@ -143,9 +157,11 @@ def _to_int(name: str, raw: Any) -> int:
     return int(value)
 
 
-def _positive_int(name: str, value: int | None) -> None:
+def _positive_int(name: str, value: int | None, limit: int | None = None, unit: str = "") -> None:
     if value is not None and value < 1:
         raise ConfigError(name, "must be >= 1")
+    if value is not None and limit is not None and value > limit:
+        raise ConfigError(name, f"at most {limit:,} {unit}")
 
 
 def _positive_number(name: str, value: float | None) -> None:

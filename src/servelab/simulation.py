@@ -19,7 +19,7 @@ import numpy as np
 from servelab.analysis.metrics import hist_stats_ms, stats_ms
 from servelab.analysis.stability import backlog_verdict
 from servelab.analysis.theory import request_capacity, theory_summary
-from servelab.config import DEFAULT_REQUESTS, SimConfig
+from servelab.config import DEFAULT_REQUESTS, MAX_CLOCK_S, MAX_LOAD, MAX_REQUESTS, SimConfig
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
 from servelab.schedulers import Scheduler, make_scheduler
@@ -77,15 +77,65 @@ def resolve_workload(config: SimConfig) -> WorkloadSpec:
                                 base_dir)
 
 
-def requested_rate(
-    config: SimConfig, preset: Preset, budget: int, convention: str, spec: WorkloadSpec
-) -> float | None:
+def requested_rate(config: SimConfig, max_rate: float) -> float | None:
     """``--rate``, or ``--load`` times the capacity lambda*; None when neither is given."""
-    if config.load is None:
-        return config.rate
-    _, max_rate, _ = request_capacity(preset.timing, budget, spec.mean_prompt, spec.mean_output,
-                                      convention)
-    return config.load * max_rate
+    return config.rate if config.load is None else config.load * max_rate
+
+
+def _rate_field(config: SimConfig) -> str:
+    """The setting that decided the arrival rate, for errors about it."""
+    return "load" if config.load is not None else "rate" if config.rate is not None else "trace"
+
+
+def check_load(config: SimConfig, rate: float, max_rate: float) -> None:
+    """Refuse arrivals so far above capacity that the backlog can only grow (``MAX_LOAD``)."""
+    if rate > MAX_LOAD * max_rate:
+        raise ConfigError(
+            _rate_field(config),
+            f"{rate:,.4g} requests/s is load {rate / max_rate:,.4g}, over {MAX_LOAD:g} times the "
+            f"capacity of {max_rate:,.4g} requests/s: the backlog only grows and the run says "
+            f"nothing about stability; arrive at most at {MAX_LOAD * max_rate:,.4g} requests/s",
+        )
+
+
+def check_run_length(
+    config: SimConfig, spec: WorkloadSpec, rate: float, count: int | None, batch_s: float
+) -> None:
+    """Before drawing any request: refuse a run that cannot be simulated meaningfully.
+
+    Its clock must stay where float64 seconds resolve the 0.1 us TBT ticks (``MAX_CLOCK_S``),
+    it must hold at most ``MAX_REQUESTS``, and without ``--drain`` its last arrival must come
+    after one full batch could finish, or the run ends before it measures anything.
+    """
+    if config.duration is not None:
+        horizon = config.duration
+    elif spec.trace is not None:
+        n = len(spec.trace) if count is None else min(count, len(spec.trace))
+        horizon = float(spec.trace.arrived_at[n - 1]) * spec.trace.mean_rate / rate
+    else:
+        assert count is not None  # prepare gives a count to a run with neither
+        horizon = count / rate
+    clock_field = "duration" if config.duration is not None else _rate_field(config)
+    length_field = "requests" if config.requests is not None else clock_field
+    span = max(horizon, 1 / rate)  # the first arrival comes at about 1/rate
+    if span > MAX_CLOCK_S:
+        raise ConfigError(
+            clock_field,
+            f"at {rate:,.4g} requests/s the run spans about {span:.3g} s of simulated time, "
+            f"more than the {MAX_CLOCK_S:.0e} s (about 3 years) up to which float64 seconds "
+            "resolve the 0.1 us ticks that time TBT",
+        )
+    if config.duration is not None and rate * config.duration > MAX_REQUESTS:
+        raise ConfigError("duration", f"about {rate * config.duration:,.0f} requests would "
+                                      f"arrive, more than the {MAX_REQUESTS:,} a run may hold "
+                                      "(about 300 bytes each)")
+    if not config.drain and horizon < batch_s:
+        raise ConfigError(
+            length_field,
+            f"the last request arrives at about {horizon:.3g} s, before one full batch "
+            f"({batch_s * 1e3:,.4g} ms) can finish, so the run would end before it measures "
+            "anything; give it more time, or --drain to run until every request finishes",
+        )
 
 
 def _path(name: str, config: SimConfig) -> Path:
@@ -103,19 +153,22 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
                                   "of capacity, or a --trace")
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
-    rate = requested_rate(config, preset, budget, convention, spec)
+    tokens_per_s, max_rate, batch_tokens = request_capacity(
+        preset.timing, budget, spec.mean_prompt, spec.mean_output, convention)
+    rate = requested_rate(config, max_rate)
     count = config.requests
     if count is None and config.duration is None and spec.trace is None:
         count = DEFAULT_REQUESTS
+    nominal = rate if rate is not None else spec.trace.mean_rate  # None: a trace's own pace
+    check_load(config, nominal, max_rate)
+    check_run_length(config, spec, nominal, count, batch_tokens / tokens_per_s)
     workload = spec.generate(rate, config.seed, count, config.duration)
     if len(workload) == 0:
         raise ConfigError("duration", "no request arrives within the run; make it longer")
-    if rate is None:  # a trace at its own pace
-        rate = spec.trace.mean_rate
     horizon = config.duration if config.duration is not None else float(workload.arrival[-1])
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
-    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
+    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     return Scenario(config, preset, budget, convention, spec, workload, horizon, theory)
@@ -214,9 +267,11 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
-    rate = requested_rate(config, preset, budget, convention, spec)
+    _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
+    rate = requested_rate(config, max_rate)
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
+    check_load(config, rate, max_rate)
     out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {

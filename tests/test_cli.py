@@ -176,6 +176,18 @@ BAD_INPUTS = [
     (["simulate", "--rate", "10", "--requests", "1"], "requests"),
     (["capacity", "--budget", "1e12", "--kmax", "5", "--rate", "1"], "budget"),
     (["capacity", "--kmax", "1e12"], "kmax"),
+    # Options that would do nothing.
+    (["simulate", "--trace", "t.csv", "--prefill", "5"], "prefill"),
+    (["simulate", "--trace", "t.csv", "--decode", "5"], "decode"),
+    (["simulate", "--trace", "t.csv", "--arrivals", "deterministic"], "arrivals"),
+    (["capacity", "--preset", "unit", "--preset-file", "p.yaml"], "preset"),
+    (["simulate", "--rate", "5", "--kp", "3"], "kp"),
+    (["simulate", "--rate", "5", "--scheduler", "orca", "--kd", "3"], "kd"),
+    (["simulate", "--rate", "5", "--scheduler", "vllm", "--priority", "prefill"], "priority"),
+    (["simulate", "--rate", "5", "--scheduler", "orca", "--chunked-prefill"], "chunked_prefill"),
+    (["compare", "--rate", "5", "--schedulers", "orca,sarathi", "--kp", "2"], "kp"),
+    (["compare", "--rate", "5", "--schedulers", "sarathi,sarathi"], "schedulers"),
+    (["capacity", "--preset-file", ""], "preset_file"),
 ]
 
 
@@ -222,6 +234,16 @@ def test_run_file_problems(tmp_path: Path) -> None:
     proc = run("run", str(exp))
     assert_refused(proc, "file")
     assert "line 3: duplicate key 'rate'" in proc.stderr
+    exp.write_text("scheduler: orca\nschedulers: [vllm, sarathi]\nrate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp)), "scheduler")
+    exp.write_text("rate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp), "--plot", str(tmp_path / "p.png")), "plot")
+    proc = run("run", str(exp), "--set", "load=")
+    assert_refused(proc, "set")
+    assert "write load=null" in proc.stderr
+    s = ok_json("run", str(exp), "--set", "rate=null", "--set", "load=0.5")
+    assert s["load"] == pytest.approx(0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.yaml", "exp.yaml"]
 
 
 def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
@@ -230,3 +252,11 @@ def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,5,5\n")
     assert_refused(run("simulate", "--trace", str(trace)), "trace")
     assert_refused(run("capacity", "--trace", str(trace)), "trace")
+
+
+def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> None:
+    """compare: an option is refused only when none of the chosen schedulers takes it."""
+    payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
+                      cwd=tmp_path)
+    kfcfs, sarathi = payload["results"]
+    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}

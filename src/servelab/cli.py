@@ -156,6 +156,9 @@ def cmd_simulate(args: argparse.Namespace, values: dict[str, Any] | None = None,
     config = SimConfig.from_dict(values if values is not None else _config_from_args(args),
                                  base_dir)
     out = Path(args.out) if args.out else None
+    if getattr(args, "plot", None) is not None:
+        raise ConfigError("plot", "a single simulation draws no plot; only a comparison (a "
+                                  "file with schedulers:) does")
     if out is not None:
         check_out_dir(out)
     result = simulate(config)
@@ -173,9 +176,9 @@ def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
     out = Path(args.out) if args.out else None
     if out is not None:
         check_out_dir(out)
-    names = config.schedulers or None
+    names = config.schedulers
     _progress(f"simulating {', '.join(names or ('all five schedulers',))} ...")
-    result = compare(config, names)
+    result = compare(config)
     plot_in_out = out is not None and not args.plot  # the plot travels with the results
     if out is not None:
         write_atomically(out, lambda d: _write_compare(result, d, plot_in_out))
@@ -210,7 +213,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("set", f"expected KEY=VALUE, got {item!r}")
-        data[key.strip()] = parse_yaml(value, "set", item) if value.strip() else None
+        if not value.strip():
+            raise ConfigError("set", f"{item!r} has no value; to drop the file's {key.strip()}, "
+                                     f"write {key.strip()}=null")
+        data[key.strip()] = parse_yaml(value, "set", item)
     base_dir = str(path.resolve().parent)
     if "schedulers" in data:
         cmd_compare(args, data, base_dir)

@@ -19,10 +19,21 @@ import numpy as np
 from servelab.analysis.metrics import hist_stats_ms, stats_ms
 from servelab.analysis.stability import backlog_verdict
 from servelab.analysis.theory import request_capacity, theory_summary
-from servelab.config import DEFAULT_REQUESTS, MAX_CLOCK_S, MAX_LOAD, MAX_REQUESTS, SimConfig
+from servelab.config import (
+    DEFAULT_ARRIVALS,
+    DEFAULT_DECODE,
+    DEFAULT_PREFILL,
+    DEFAULT_PRESET,
+    DEFAULT_REQUESTS,
+    DEFAULT_SCHEDULER,
+    MAX_CLOCK_S,
+    MAX_LOAD,
+    MAX_REQUESTS,
+    SimConfig,
+)
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
-from servelab.schedulers import Scheduler, make_scheduler
+from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
@@ -57,8 +68,12 @@ class CompareResult:
         return [r.summary for r in self.results]
 
 
+#: Every scheduler option, in the order errors name them.
+SCHEDULER_OPTIONS = tuple(dict.fromkeys(o for options in OPTIONS.values() for o in options))
+
+
 def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
-    return config if isinstance(config, SimConfig) else SimConfig.from_dict(dict(config))
+    return config if isinstance(config, SimConfig) else SimConfig.from_dict(config)
 
 
 def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
@@ -66,15 +81,16 @@ def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
-        preset = load_preset(config.preset)
+        preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
     return preset, budget, config.convention or preset.convention
 
 
 def resolve_workload(config: SimConfig) -> WorkloadSpec:
     base_dir = Path(config.base_dir) if config.base_dir is not None else None
-    return WorkloadSpec.resolve(config.arrivals, config.prefill, config.decode, config.trace,
-                                base_dir)
+    return WorkloadSpec.resolve(config.arrivals or DEFAULT_ARRIVALS,
+                                config.prefill or DEFAULT_PREFILL,
+                                config.decode or DEFAULT_DECODE, config.trace, base_dir)
 
 
 def requested_rate(config: SimConfig, max_rate: float) -> float | None:
@@ -176,9 +192,7 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
 
 def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
     """Make the policy and refuse, before running, a workload it could never serve."""
-    c = scenario.config
-    scheduler = make_scheduler(name, chunked_prefill=c.chunked_prefill, priority=c.priority,
-                               kp=c.kp, kd=c.kd)
+    scheduler = make_scheduler(name, **scheduler_options(scenario.config))
     longest = int(scenario.workload.prompt.max())
     if scheduler.whole_prefill and longest > scenario.budget:
         raise ConfigError(
@@ -245,18 +259,42 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
     return SimResult(summary, requests, backlog, rec.batches)
 
 
+def scheduler_options(config: SimConfig) -> dict[str, Any]:
+    """The scheduler options of ``config`` by name; None where not given."""
+    return {option: getattr(config, option) for option in SCHEDULER_OPTIONS}
+
+
 def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
+    config = as_config(config)
+    if config.schedulers is not None:
+        raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
+    name = config.scheduler or DEFAULT_SCHEDULER
+    refuse_unused_options([name], scheduler_options(config))
     scenario = prepare(config)
-    return run_scheduler(scenario, build_scheduler(scenario, scenario.config.scheduler))
+    return run_scheduler(scenario, build_scheduler(scenario, name))
 
 
 def compare(
     config: SimConfig | Mapping[str, Any], schedulers: Sequence[str] | None = None
 ) -> CompareResult:
-    """Run several schedulers on identical requests (all are validated before any runs)."""
+    """Run several schedulers on identical requests (all are validated before any runs).
+
+    ``schedulers``, a list of names, replaces the config's ``scheduler`` or ``schedulers``, so
+    a config made for ``simulate`` serves here too. Without it, ``config.schedulers`` (default:
+    all five) runs.
+    """
+    config = as_config(config)
+    if schedulers is not None:
+        if isinstance(schedulers, str):
+            raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
+                                            f"string {schedulers!r}; write [{schedulers!r}]")
+        config = config.replace(scheduler=None, schedulers=schedulers)
+    if config.scheduler is not None:
+        raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
+    names = config.schedulers or list(DEFAULT_COMPARE)
+    refuse_unused_options(names, scheduler_options(config))
     scenario = prepare(config)
-    names = list(schedulers or scenario.config.schedulers or DEFAULT_COMPARE)
     policies = [build_scheduler(scenario, name) for name in names]
     return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
 

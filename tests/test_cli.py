@@ -187,6 +187,12 @@ BAD_INPUTS = [
     (["simulate", "--rate", "5", "--scheduler", "orca", "--chunked-prefill"], "chunked_prefill"),
     (["compare", "--rate", "5", "--schedulers", "orca,sarathi", "--kp", "2"], "kp"),
     (["compare", "--rate", "5", "--schedulers", "sarathi,sarathi"], "schedulers"),
+    # Paths that would not be where the report says, or could not be written.
+    (["compare", "--rate", "5", "--out", ""], "out"),
+    (["compare", "--rate", "5", "--plot", ""], "plot"),
+    (["compare", "--rate", "5", "--plot", "afile"], "plot"),
+    (["compare", "--rate", "5", "--plot", "out.txt"], "plot"),
+    (["compare", "--rate", "5", "--plot", "no/such/dir/x.png"], "plot"),
     (["capacity", "--preset-file", ""], "preset_file"),
 ]
 
@@ -260,3 +266,60 @@ def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> No
                       cwd=tmp_path)
     kfcfs, sarathi = payload["results"]
     assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(["simulate", "--out", "/proc/x"], "out"), (["compare", "--plot", "/proc/x.png"], "plot"),
+     (["compare", "--out", "/proc/x"], "out")],
+)
+def test_unwritable_outputs_are_refused_before_the_run(args: list[str], field: str) -> None:
+    """These used to end in a traceback after the whole run, losing its result."""
+    assert_refused(run(*args, *SMALL), field)
+
+
+def test_plot_path_is_where_the_file_goes(tmp_path: Path) -> None:
+    """matplotlib used to append .png to a name without a suffix, or write DIR.png beside DIR."""
+    (tmp_path / "dir.png").mkdir()
+    assert_refused(run("compare", *SMALL, "--plot", "dir.png", cwd=tmp_path), "plot")
+    payload = ok_json("compare", "--schedulers", "orca", *SMALL, "--plot", "b.svg", cwd=tmp_path)
+    assert payload["plot"] == "b.svg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.svg", "dir.png"]
+    assert (tmp_path / "b.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_out_below_a_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep me\n")
+    proc = run("simulate", *SMALL, "--out", "afile/run", cwd=tmp_path)
+    assert_refused(proc, "out")
+    assert "afile is not a directory" in proc.stderr
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+
+
+def test_duplicate_schedulers_are_refused_before_writing(tmp_path: Path) -> None:
+    """This used to crash creating dup/sarathi twice, after both runs."""
+    proc = run("compare", "--schedulers", "sarathi,sarathi", *SMALL, "--out", "dup",
+               cwd=tmp_path)
+    assert_refused(proc, "schedulers")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_failing_after_the_run_keeps_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paths pass their check, then the disk fills: the report is printed, then one line."""
+    from servelab import cli
+    from servelab.results import SimResult
+
+    def disk_full(self: SimResult, directory: Path) -> None:
+        (directory / "summary.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SimResult, "write_into", disk_full)
+    out = tmp_path / "run"
+    assert cli.main(["simulate", *SMALL, "--out", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["arrived"] == 300  # the finished work, not lost
+    assert captured.err == f"error: out: cannot write {out}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # and nothing half-written

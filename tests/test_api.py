@@ -114,3 +114,11 @@ def test_settings_that_would_be_ignored_or_cannot_run_are_refused(data: dict, fi
     with pytest.raises(ConfigError) as info:
         servelab.simulate(data)
     assert info.value.field == field
+
+
+def test_a_sample_that_misses_the_theorys_mean_warns() -> None:
+    with pytest.warns(servelab.ConfigWarning) as record:
+        result = servelab.simulate({**SMALL, "decode": "lognormal:mean=100,sigma=50"})
+    assert [w.message.field for w in record] == ["decode"]
+    assert result.summary["mean_decode_tokens"] == pytest.approx(101, abs=1)  # the theory's
+    assert result.requests.output_tokens.max() == 1  # what was drawn

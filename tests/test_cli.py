@@ -323,3 +323,25 @@ def test_a_write_failing_after_the_run_keeps_the_report(
     assert json.loads(captured.out)["arrived"] == 300  # the finished work, not lost
     assert captured.err == f"error: out: cannot write {out}: No space left on device\n"
     assert list(tmp_path.iterdir()) == []  # and nothing half-written
+
+
+def one_warning(proc: subprocess.CompletedProcess[str], field: str) -> str:
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {field}: "), proc.stderr
+    return lines[0]
+
+
+def test_heavy_tail_is_run_with_a_one_line_warning() -> None:
+    """sigma 50: every draw rounds to 1 token, while the theory's mean is 301."""
+    proc = run("simulate", *SMALL, "--prefill", "lognormal:mean=300,sigma=50")
+    line = one_warning(proc, "prefill")
+    assert "average 1.0 tokens" in line and "theory" in line
+    assert "verdict" in proc.stdout
+
+
+def test_table_preset_that_is_not_monotone_warns(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("tokens,ms\n64,20\n256,40\n512,30\n")
+    (tmp_path / "gpu.yaml").write_text("name: odd\ntiming: {model: table, csv: rows.csv}\n")
+    proc = run("capacity", "--preset-file", str(tmp_path / "gpu.yaml"))
+    assert "not monotone" in one_warning(proc, "timing.csv")

@@ -4,7 +4,8 @@ Bad input of any kind ends in one line ``error: <field>: <reason>`` on stderr an
 with nothing written: flags are passed as text to ``SimConfig.from_dict`` so that flags, YAML
 files and notebooks share one validation and one set of field names. Output paths are checked
 before the run, and should writing still fail after it, the report is printed anyway before
-the error, so finished work is never lost.
+the error, so finished work is never lost. Warnings are one line each too:
+``warning: <field>: <reason>``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from servelab.config import SimConfig
-from servelab.errors import ConfigError, SchedulerError
+from servelab.errors import ConfigError, ConfigWarning, SchedulerError
 from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import check_plot_path, plot_backlog
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
@@ -264,10 +266,22 @@ COMMANDS = {"presets": cmd_presets, "capacity": cmd_capacity, "simulate": cmd_si
             "compare": cmd_compare, "run": cmd_run}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Every warning as one line on stderr, a ``ConfigWarning`` as ``warning: field: reason``."""
+    if isinstance(message, ConfigWarning):
+        text = f"{message.field}: {message.reason}"
+    else:
+        text = f"{category.__name__}: {' '.join(str(message).split())}"
+    sys.stderr.write(f"warning: {text}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc.field}: {exc.reason}\n")
         return 2

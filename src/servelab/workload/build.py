@@ -8,11 +8,14 @@ scheduler in a comparison sees exactly the same requests.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from servelab.errors import ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, parse_arrivals
 from servelab.workload.lengths import LengthDist, parse_lengths
 from servelab.workload.trace import Trace, load_trace
@@ -85,4 +88,28 @@ class WorkloadSpec:
         times = self.arrivals.times(arrival_rng, rate, count=count, duration=duration)
         n = len(times)
         prompts = self.prefill.sample(prompt_rng, n)
-        return Workload(times, prompts, self.decode.sample(output_rng, n))
+        outputs = self.decode.sample(output_rng, n)
+        _warn_if_unrepresentative("prefill", prompts, self.prefill.mean)
+        _warn_if_unrepresentative("decode", outputs, self.decode.mean)
+        return Workload(times, prompts, outputs)
+
+
+def _warn_if_unrepresentative(field: str, draws: np.ndarray, mean: float) -> None:
+    """Warn when the drawn lengths miss the mean the theory uses by far more than chance.
+
+    A heavy tail (a lognormal with a large sigma, where nearly every draw rounds to 1 token)
+    holds most of its mean in values a run of this size almost never draws: the theory's load
+    then describes a different workload from the one simulated. "Far more than chance" is off
+    by over 10% and by over 5 standard errors of the sample's own mean (from 30 draws on).
+    """
+    n = len(draws)
+    if n < 30:
+        return
+    drawn = float(draws.mean())
+    stderr = float(draws.std(ddof=1)) / math.sqrt(n)
+    if abs(drawn - mean) > max(0.1 * mean, 5 * stderr):
+        warnings.warn(ConfigWarning(
+            field, f"the {n:,} drawn lengths average {drawn:,.1f} tokens, but the "
+            f"distribution's mean, which the theory uses, is {mean:,.1f}: its tail is too heavy "
+            "for a sample of this size, so the theory and the simulation describe different "
+            "workloads"), stacklevel=3)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +126,21 @@ def test_a_sample_that_misses_the_theorys_mean_warns() -> None:
     assert [w.message.field for w in record] == ["decode"]
     assert result.summary["mean_decode_tokens"] == pytest.approx(101, abs=1)  # the theory's
     assert result.requests.output_tokens.max() == 1  # what was drawn
+
+
+def test_to_pandas_without_pandas_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = servelab.simulate(SMALL).requests
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install pandas") as info:
+        table.to_pandas()
+    assert type(info.value) is ImportError  # not a bare ModuleNotFoundError
+    assert set(table.columns()) >= {"arrival_s", "ttft_ms"}  # what works without it
+
+
+def test_the_readme_notebook_snippet_runs() -> None:
+    """The README's code, as a newcomer would paste it (pandas is a test extra)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [snippet] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)
+    assert len(namespace["df"]) == namespace["result"].summary["arrived"]  # type: ignore[index,attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 SMALL = ["--rate", "10", "--requests", "300", "--seed", "1"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def servelab_command() -> list[str]:
@@ -228,44 +230,11 @@ def test_bad_trace_files(tmp_path: Path) -> None:
         assert proc.stderr.startswith("error: trace: ") and len(proc.stderr.splitlines()) == 1
 
 
-def test_run_file_problems(tmp_path: Path) -> None:
-    binary = tmp_path / "bin.yaml"
-    binary.write_bytes(bytes(range(256)))
-    assert_refused(run("run", str(binary)), "file")
-    if Path("/dev/urandom").exists():  # used to hang reading forever
-        assert_refused(run("run", "/dev/urandom"), "file")
-        assert_refused(run("capacity", "--preset-file", "/dev/urandom"), "preset-file")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text("rate: 5\nrequests: 300\nrate: 6\n")
-    proc = run("run", str(exp))
-    assert_refused(proc, "file")
-    assert "line 3: duplicate key 'rate'" in proc.stderr
-    exp.write_text("scheduler: orca\nschedulers: [vllm, sarathi]\nrate: 5\nrequests: 300\n")
-    assert_refused(run("run", str(exp)), "scheduler")
-    exp.write_text("rate: 5\nrequests: 300\n")
-    assert_refused(run("run", str(exp), "--plot", str(tmp_path / "p.png")), "plot")
-    proc = run("run", str(exp), "--set", "load=")
-    assert_refused(proc, "set")
-    assert "write load=null" in proc.stderr
-    s = ok_json("run", str(exp), "--set", "rate=null", "--set", "load=0.5")
-    assert s["load"] == pytest.approx(0.5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.yaml", "exp.yaml"]
-
-
-def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
-    """A one-row trace used to report inf req/s."""
-    trace = tmp_path / "one.csv"
-    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,5,5\n")
-    assert_refused(run("simulate", "--trace", str(trace)), "trace")
-    assert_refused(run("capacity", "--trace", str(trace)), "trace")
-
-
-def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> None:
-    """compare: an option is refused only when none of the chosen schedulers takes it."""
-    payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
-                      cwd=tmp_path)
-    kfcfs, sarathi = payload["results"]
-    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+def test_no_command_prints_the_usage() -> None:
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: servelab")
+    assert all(name in proc.stdout for name in ("presets", "capacity", "simulate", "compare"))
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
@@ -325,6 +294,46 @@ def test_a_write_failing_after_the_run_keeps_the_report(
     assert list(tmp_path.iterdir()) == []  # and nothing half-written
 
 
+def test_run_file_problems(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(256)))
+    assert_refused(run("run", str(binary)), "file")
+    if Path("/dev/urandom").exists():  # used to hang reading forever
+        assert_refused(run("run", "/dev/urandom"), "file")
+        assert_refused(run("capacity", "--preset-file", "/dev/urandom"), "preset-file")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("rate: 5\nrequests: 300\nrate: 6\n")
+    proc = run("run", str(exp))
+    assert_refused(proc, "file")
+    assert "line 3: duplicate key 'rate'" in proc.stderr
+    exp.write_text("scheduler: orca\nschedulers: [vllm, sarathi]\nrate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp)), "scheduler")
+    exp.write_text("rate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp), "--plot", str(tmp_path / "p.png")), "plot")
+    proc = run("run", str(exp), "--set", "load=")
+    assert_refused(proc, "set")
+    assert "write load=null" in proc.stderr
+    s = ok_json("run", str(exp), "--set", "rate=null", "--set", "load=0.5")
+    assert s["load"] == pytest.approx(0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.yaml", "exp.yaml"]
+
+
+def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
+    """A one-row trace used to report inf req/s."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,5,5\n")
+    assert_refused(run("simulate", "--trace", str(trace)), "trace")
+    assert_refused(run("capacity", "--trace", str(trace)), "trace")
+
+
+def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> None:
+    """compare: an option is refused only when none of the chosen schedulers takes it."""
+    payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
+                      cwd=tmp_path)
+    kfcfs, sarathi = payload["results"]
+    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+
+
 def one_warning(proc: subprocess.CompletedProcess[str], field: str) -> str:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
@@ -345,3 +354,36 @@ def test_table_preset_that_is_not_monotone_warns(tmp_path: Path) -> None:
     (tmp_path / "gpu.yaml").write_text("name: odd\ntiming: {model: table, csv: rows.csv}\n")
     proc = run("capacity", "--preset-file", str(tmp_path / "gpu.yaml"))
     assert "not monotone" in one_warning(proc, "timing.csv")
+
+
+def test_compare_table_headers_stand_apart_and_carry_units() -> None:
+    proc = run("compare", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("scheduler "))
+    names = re.split(r"\s{2,}", lines[at].strip())
+    units = lines[at + 1].split()
+    assert names == ["scheduler", "verdict", "slope ± se", "fluid", "throughput", "TTFT p50",
+                     "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "E2E p99", "in flight"]
+    assert units == ["tok/s"] * 3 + ["ms"] * 6 + ["requests"]
+    assert max(len(line) for line in lines[at:at + 8]) <= 140
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+#: Overrides that keep a test run short; an example not named here runs as shipped.
+QUICK = {"experiment.yaml": ["--set", "requests=2000"]}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_shipped_example_runs(example: Path, tmp_path: Path) -> None:
+    payload = ok_json("run", str(example), *QUICK.get(example.name, []), cwd=tmp_path)
+    results = payload["results"] if isinstance(payload, dict) and "results" in payload else [
+        payload]
+    assert all(r["verdict"] in ("stable", "unstable", "inconclusive") for r in results)
+
+
+def test_point_c_example_is_stable_and_diverges_at_budget_1024() -> None:
+    """docs/cli.md: Sarathi-128 is stable at point C, Sarathi-1024 diverges."""
+    assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"))["verdict"] == "stable"
+    assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"),
+                   "--set", "budget=1024")["verdict"] == "unstable"

@@ -277,10 +277,15 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:  # a newcomer's first try: show what there is
+        parser.print_help()
+        return 0
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
             COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc.field}: {exc.reason}\n")

@@ -62,8 +62,14 @@ class RequestTable:
         }
 
     def to_pandas(self) -> Any:
-        import pandas as pd
-
+        """The table as a DataFrame; pandas is an optional extra, not a core dependency."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "to_pandas() needs pandas, which servelab's core install leaves out: "
+                "pip install pandas (or servelab[pandas]); columns() gives the same table as "
+                "numpy arrays without it", name="pandas") from None
         return pd.DataFrame(self.columns())
 
     def write_csv(self, path: Path) -> None:

@@ -77,10 +77,12 @@ def simulate_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: (name, unit) of each column; the unit goes on a second header line, so that a column is
+#: only as wide as its name or its numbers, and the table fits in about 130 characters.
 COMPARE_COLUMNS = (
-    ("scheduler", 18), ("verdict", 13), ("slope ± se tok/s", 22), ("fluid", 8),
-    ("thru tok/s", 11), ("TTFT p50", 10), ("TTFT p99", 10), ("TBT p50", 9), ("TBT p99", 9),
-    ("E2E p50", 10), ("E2E p99", 10), ("in flight", 10),
+    ("scheduler", ""), ("verdict", ""), ("slope ± se", "tok/s"), ("fluid", "tok/s"),
+    ("throughput", "tok/s"), ("TTFT p50", "ms"), ("TTFT p99", "ms"), ("TBT p50", "ms"),
+    ("TBT p99", "ms"), ("E2E p50", "ms"), ("E2E p99", "ms"), ("in flight", "requests"),
 )
 
 
@@ -97,24 +99,25 @@ def _compare_row(s: dict[str, Any]) -> list[str]:
 
 
 def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
-    """Theory once, then one row per scheduler (latencies in ms)."""
+    """Theory once, then one row per scheduler."""
     first = summaries[0]
     lines = [f"servelab compare: {', '.join(s['scheduler'] for s in summaries)}",
              *theory_lines(first),
              f"measured  verdicts from the backlog trend over "
-             f"{first['verdict_window_s'][0]:,.1f}-{first['verdict_window_s'][1]:,.1f} s "
-             f"(latencies in ms)", ""]
-    widths = [w for _, w in COMPARE_COLUMNS]
-    header = [name for name, _ in COMPARE_COLUMNS]
-    lines.append(_row(header, widths))
-    lines.append(_row(["-" * (w - 1) for w in widths], widths))
-    lines += [_row(_compare_row(s), widths) for s in summaries]
+             f"{first['verdict_window_s'][0]:,.1f}-{first['verdict_window_s'][1]:,.1f} s", ""]
+    rows = [_compare_row(s) for s in summaries]
+    names, units = zip(*COMPARE_COLUMNS, strict=True)
+    widths = [max(len(name), len(unit), *(len(row[i]) for row in rows))
+              for i, (name, unit) in enumerate(COMPARE_COLUMNS)]
+    lines += [_row(names, widths), _row(units, widths), _row(["-" * w for w in widths], widths)]
+    lines += [_row(row, widths) for row in rows]
     return "\n".join(lines)
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """The first cell left-aligned, the rest right-aligned, two spaces apart."""
     first, *rest = zip(cells, widths, strict=True)
-    return f"{first[0]:<{first[1]}}" + "".join(f"{c:>{w}}" for c, w in rest)
+    return (f"{first[0]:<{first[1]}}" + "".join(f"  {c:>{w}}" for c, w in rest)).rstrip()
 
 
 def presets_text(rows: Sequence[dict[str, Any]]) -> str:

@@ -387,3 +387,10 @@ def test_point_c_example_is_stable_and_diverges_at_budget_1024() -> None:
     assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"))["verdict"] == "stable"
     assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"),
                    "--set", "budget=1024")["verdict"] == "unstable"
+
+
+def test_documented_experiment_files_exist() -> None:
+    """The README's `servelab run experiment.yaml` used to name a file nobody had."""
+    named = {name for doc in (ROOT / "README.md", ROOT / "docs" / "cli.md")
+             for name in re.findall(r"servelab run (\S+\.yaml)", doc.read_text())}
+    assert named and all((ROOT / name).is_file() for name in named), named

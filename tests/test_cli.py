@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 SMALL = ["--rate", "10", "--requests", "300", "--seed", "1"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def servelab_command() -> list[str]:
@@ -197,19 +199,54 @@ BAD_INPUTS = [
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),
     (["run", "/nonexistent/exp.yaml"], "file"),
     (["frobnicate"], "command"),
+    # Magnitudes that cannot be simulated meaningfully, refused before any work.
+    (["simulate", "--rate", "1e308"], "rate"),
+    (["capacity", "--rate", "1e308"], "rate"),
+    (["simulate", "--rate", "1e6"], "rate"),
+    (["simulate", "--load", "1e-300"], "load"),
+    (["simulate", "--rate", "10", "--requests", "1e12"], "requests"),
+    (["simulate", "--rate", "10", "--duration", "1e9"], "duration"),
+    (["simulate", "--rate", "10", "--duration", "1e7"], "duration"),
+    (["simulate", "--rate", "10", "--requests", "1"], "requests"),
+    (["capacity", "--budget", "1e12", "--kmax", "5", "--rate", "1"], "budget"),
+    (["capacity", "--kmax", "1e12"], "kmax"),
+    # Options that would do nothing.
+    (["simulate", "--trace", "t.csv", "--prefill", "5"], "prefill"),
+    (["simulate", "--trace", "t.csv", "--decode", "5"], "decode"),
+    (["simulate", "--trace", "t.csv", "--arrivals", "deterministic"], "arrivals"),
+    (["capacity", "--preset", "unit", "--preset-file", "p.yaml"], "preset"),
+    (["simulate", "--rate", "5", "--kp", "3"], "kp"),
+    (["simulate", "--rate", "5", "--scheduler", "orca", "--kd", "3"], "kd"),
+    (["simulate", "--rate", "5", "--scheduler", "vllm", "--priority", "prefill"], "priority"),
+    (["simulate", "--rate", "5", "--scheduler", "orca", "--chunked-prefill"], "chunked_prefill"),
+    (["compare", "--rate", "5", "--schedulers", "orca,sarathi", "--kp", "2"], "kp"),
+    (["compare", "--rate", "5", "--schedulers", "sarathi,sarathi"], "schedulers"),
+    # Paths that would not be where the report says, or could not be written.
+    (["compare", "--rate", "5", "--out", ""], "out"),
+    (["compare", "--rate", "5", "--plot", ""], "plot"),
+    (["compare", "--rate", "5", "--plot", "afile"], "plot"),
+    (["compare", "--rate", "5", "--plot", "out.txt"], "plot"),
+    (["compare", "--rate", "5", "--plot", "no/such/dir/x.png"], "plot"),
+    (["capacity", "--preset-file", ""], "preset_file"),
 ]
 
 
 @pytest.mark.parametrize(("args", "field"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2(args: list[str], field: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run(*args, "--out", str(out)) if args[0] == "simulate" else run(*args)
+    proc = (run(*args, "--out", str(out), cwd=tmp_path) if args[0] == "simulate"
+            else run(*args, cwd=tmp_path))
+    assert_refused(proc, field)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the default plot
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], field: str) -> None:
+    """The bad-input contract: one line naming the field, exit 2, no traceback, no report."""
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: {field}: "), lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    assert not out.exists()
 
 
 def test_bad_trace_files(tmp_path: Path) -> None:
@@ -223,3 +260,169 @@ def test_bad_trace_files(tmp_path: Path) -> None:
         proc = run("simulate", "--trace", str(path))
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: trace: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_no_command_prints_the_usage() -> None:
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: servelab")
+    assert all(name in proc.stdout for name in ("presets", "capacity", "simulate", "compare"))
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(["simulate", "--out", "/proc/x"], "out"), (["compare", "--plot", "/proc/x.png"], "plot"),
+     (["compare", "--out", "/proc/x"], "out")],
+)
+def test_unwritable_outputs_are_refused_before_the_run(args: list[str], field: str) -> None:
+    """These used to end in a traceback after the whole run, losing its result."""
+    assert_refused(run(*args, *SMALL), field)
+
+
+def test_plot_path_is_where_the_file_goes(tmp_path: Path) -> None:
+    """matplotlib used to append .png to a name without a suffix, or write DIR.png beside DIR."""
+    (tmp_path / "dir.png").mkdir()
+    assert_refused(run("compare", *SMALL, "--plot", "dir.png", cwd=tmp_path), "plot")
+    payload = ok_json("compare", "--schedulers", "orca", *SMALL, "--plot", "b.svg", cwd=tmp_path)
+    assert payload["plot"] == "b.svg"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.svg", "dir.png"]
+    assert (tmp_path / "b.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_out_below_a_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep me\n")
+    proc = run("simulate", *SMALL, "--out", "afile/run", cwd=tmp_path)
+    assert_refused(proc, "out")
+    assert "afile is not a directory" in proc.stderr
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+
+
+def test_duplicate_schedulers_are_refused_before_writing(tmp_path: Path) -> None:
+    """This used to crash creating dup/sarathi twice, after both runs."""
+    proc = run("compare", "--schedulers", "sarathi,sarathi", *SMALL, "--out", "dup",
+               cwd=tmp_path)
+    assert_refused(proc, "schedulers")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_failing_after_the_run_keeps_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paths pass their check, then the disk fills: the report is printed, then one line."""
+    from servelab import cli
+    from servelab.results import SimResult
+
+    def disk_full(self: SimResult, directory: Path) -> None:
+        (directory / "summary.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SimResult, "write_into", disk_full)
+    out = tmp_path / "run"
+    assert cli.main(["simulate", *SMALL, "--out", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["arrived"] == 300  # the finished work, not lost
+    assert captured.err == f"error: out: cannot write {out}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # and nothing half-written
+
+
+def test_run_file_problems(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(256)))
+    assert_refused(run("run", str(binary)), "file")
+    if Path("/dev/urandom").exists():  # used to hang reading forever
+        assert_refused(run("run", "/dev/urandom"), "file")
+        assert_refused(run("capacity", "--preset-file", "/dev/urandom"), "preset-file")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("rate: 5\nrequests: 300\nrate: 6\n")
+    proc = run("run", str(exp))
+    assert_refused(proc, "file")
+    assert "line 3: duplicate key 'rate'" in proc.stderr
+    exp.write_text("scheduler: orca\nschedulers: [vllm, sarathi]\nrate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp)), "scheduler")
+    exp.write_text("rate: 5\nrequests: 300\n")
+    assert_refused(run("run", str(exp), "--plot", str(tmp_path / "p.png")), "plot")
+    proc = run("run", str(exp), "--set", "load=")
+    assert_refused(proc, "set")
+    assert "write load=null" in proc.stderr
+    s = ok_json("run", str(exp), "--set", "rate=null", "--set", "load=0.5")
+    assert s["load"] == pytest.approx(0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.yaml", "exp.yaml"]
+
+
+def test_trace_without_a_rate_is_refused(tmp_path: Path) -> None:
+    """A one-row trace used to report inf req/s."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,5,5\n")
+    assert_refused(run("simulate", "--trace", str(trace)), "trace")
+    assert_refused(run("capacity", "--trace", str(trace)), "trace")
+
+
+def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> None:
+    """compare: an option is refused only when none of the chosen schedulers takes it."""
+    payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
+                      cwd=tmp_path)
+    kfcfs, sarathi = payload["results"]
+    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+
+
+def one_warning(proc: subprocess.CompletedProcess[str], field: str) -> str:
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {field}: "), proc.stderr
+    return lines[0]
+
+
+def test_heavy_tail_is_run_with_a_one_line_warning() -> None:
+    """sigma 50: every draw rounds to 1 token, while the theory's mean is 301."""
+    proc = run("simulate", *SMALL, "--prefill", "lognormal:mean=300,sigma=50")
+    line = one_warning(proc, "prefill")
+    assert "average 1.0 tokens" in line and "theory" in line
+    assert "verdict" in proc.stdout
+
+
+def test_table_preset_that_is_not_monotone_warns(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("tokens,ms\n64,20\n256,40\n512,30\n")
+    (tmp_path / "gpu.yaml").write_text("name: odd\ntiming: {model: table, csv: rows.csv}\n")
+    proc = run("capacity", "--preset-file", str(tmp_path / "gpu.yaml"))
+    assert "not monotone" in one_warning(proc, "timing.csv")
+
+
+def test_compare_table_headers_stand_apart_and_carry_units() -> None:
+    proc = run("compare", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("scheduler "))
+    names = re.split(r"\s{2,}", lines[at].strip())
+    units = lines[at + 1].split()
+    assert names == ["scheduler", "verdict", "slope ± se", "served", "run", "TTFT p50",
+                     "TTFT p99", "TBT p50", "TBT p99", "E2E p50", "E2E p99", "in flight"]
+    assert units == ["tok/s"] * 2 + ["requests"] + ["ms"] * 6 + ["requests"]
+    assert max(len(line) for line in lines[at:at + 8]) <= 140
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+#: Overrides that keep a test run short; an example not named here runs as shipped.
+QUICK = {"experiment.yaml": ["--set", "requests=2000"]}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_shipped_example_runs(example: Path, tmp_path: Path) -> None:
+    payload = ok_json("run", str(example), *QUICK.get(example.name, []), cwd=tmp_path)
+    results = payload["results"] if isinstance(payload, dict) and "results" in payload else [
+        payload]
+    assert all(r["verdict"] in ("stable", "unstable", "inconclusive") for r in results)
+
+
+def test_point_c_example_is_stable_and_diverges_at_budget_1024() -> None:
+    """docs/cli.md: Sarathi-128 is stable at point C, Sarathi-1024 diverges."""
+    assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"))["verdict"] == "stable"
+    assert ok_json("run", str(ROOT / "examples" / "point-c.yaml"),
+                   "--set", "budget=1024")["verdict"] == "unstable"
+
+
+def test_documented_experiment_files_exist() -> None:
+    """The README's `servelab run experiment.yaml` used to name a file nobody had."""
+    named = {name for doc in (ROOT / "README.md", ROOT / "docs" / "cli.md")
+             for name in re.findall(r"servelab run (\S+\.yaml)", doc.read_text())}
+    assert named and all((ROOT / name).is_file() for name in named), named

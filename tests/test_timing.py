@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servelab.errors import ConfigError
+from servelab.errors import ConfigError, ConfigWarning
 from servelab.timing.models import (
     Affine,
     Constant,
@@ -169,6 +169,17 @@ def test_bad_table_csv(tmp_path: Path, text: str | None) -> None:
     assert err.value.field == "timing.csv"
 
 
+def test_a_table_whose_time_falls_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("tokens,ms\n64,20\n128,30\n256,25\n512,40\n")
+    with pytest.warns(ConfigWarning) as record:
+        model = timing_from_dict({"model": "table", "csv": "rows.csv"}, tmp_path)
+    assert model.tokens_duration(256) == pytest.approx(0.025)
+    [warning] = record
+    assert warning.message.field == "timing.csv"
+    assert "falls from 30 ms at 128 tokens to 25 ms at 256 tokens" in warning.message.reason
+    assert "not monotone" in warning.message.reason
+
+
 def test_shipped_presets() -> None:
     names = [p.name for p in list_presets()]
     assert names == ["codellama-34b-a100", "mistral-7b-rtx6000ada", "unit"]
@@ -213,6 +224,7 @@ def test_preset_file_with_relative_table_csv(tmp_path: Path) -> None:
         ("name: x\nconvention: vllm\ntiming: {model: constant, t_ms: 1}\n", "preset.convention"),
         ("name: x\ndescription: 3\ntiming: {model: constant, t_ms: 1}\n", "preset.description"),
         ("name: x\ntiming: {model: staircase, c_ms: 1, a_ms: -2, b0: 8}\n", "timing.a_ms"),
+        ("name: x\nbudget: 8\nbudget: 16\ntiming: {model: constant, t_ms: 1}\n", "preset-file"),
     ],
 )
 def test_bad_preset_file(tmp_path: Path, text: str | None, field: str) -> None:

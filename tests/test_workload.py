@@ -331,10 +331,11 @@ def test_trace_rate_and_scaling(tmp_path: Path) -> None:
     np.testing.assert_array_equal(faster.prefill, trace.prefill)
 
 
-def test_single_request_trace_rate(tmp_path: Path) -> None:
-    trace = load_trace(write(tmp_path, "arrived_at,num_prefill_tokens,num_decode_tokens\n4,1,1\n"))
-    assert trace.mean_rate == 0.25
-    assert trace.scaled_to(1.0).arrived_at[0] == pytest.approx(1.0)
+@pytest.mark.parametrize("rows", ["4,1,1\n", "4,1,1\n4,2,2\n"], ids=["one row", "one instant"])
+def test_a_trace_without_a_rate_is_refused(tmp_path: Path, rows: str) -> None:
+    """One row (or rows all at one instant) has no rate: it used to report inf requests/s."""
+    with pytest.raises(ConfigError, match="at least 2 requests with distinct arrival times"):
+        load_trace(write(tmp_path, "arrived_at,num_prefill_tokens,num_decode_tokens\n" + rows))
 
 
 HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
@@ -345,7 +346,7 @@ HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
     [
         (None, "cannot read"),
         ("", "is empty"),
-        (b"\xff\xfe\x00\x81binary", "not a text CSV file"),
+        (b"\xff\xfe\x00\x81binary", "is not a text file"),
         ('{"arrived_at": [1]}\n', "no column"),
         ("arrived_at,num_decode_tokens\n1,2\n", "no column 'num_prefill_tokens' (found: "),
         (HEADER, "no requests"),
@@ -355,6 +356,8 @@ HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
         (HEADER + "0.1,5,5\n\n0.2,0,5\n", "line 4, column 'num_prefill_tokens': token counts"),
         (HEADER + "0.1,5.5,5\n", "'5.5' is not an integer"),
         (HEADER + "0.1,5\n", "line 2: missing value for 'num_decode_tokens'"),
+        (HEADER + "0.1,5,5\n0.2,99999999999999999999,5\n", "line 3, column "
+         "'num_prefill_tokens': '99999999999999999999' is too large"),
     ],
 )
 def test_bad_traces(tmp_path: Path, content: str | bytes | None, reason: str) -> None:
@@ -374,3 +377,12 @@ def test_scaling_needs_a_positive_rate(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         trace.scaled_to(0.0)
     assert info.value.field == "rate"
+
+
+@pytest.mark.parametrize("spec", ["lognormal:median=20,sigma=50", "2000000000",
+                                  "geometric:1e12"])
+def test_absurd_mean_lengths_are_refused(spec: str) -> None:
+    """A median-20 lognormal with sigma 50 has a mean of e^1253: it used to overflow."""
+    with pytest.raises(ConfigError, match="servelab accepts at most 1e\\+09") as info:
+        parse_lengths(spec, "prefill")
+    assert info.value.field == "prefill"

@@ -8,7 +8,7 @@ The library calls a notebook makes are the ones the CLI makes::
 """
 
 from servelab.config import SimConfig
-from servelab.errors import ConfigError
+from servelab.errors import ConfigError, ConfigWarning
 from servelab.simulation import CompareResult, capacity, compare, prepare, simulate
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompareResult",
     "ConfigError",
+    "ConfigWarning",
     "SimConfig",
     "__version__",
     "capacity",

@@ -2,7 +2,10 @@
 
 Bad input of any kind ends in one line ``error: <field>: <reason>`` on stderr and exit code 2,
 with nothing written: flags are passed as text to ``SimConfig.from_dict`` so that flags, YAML
-files and notebooks share one validation and one set of field names.
+files and notebooks share one validation and one set of field names. Output paths are checked
+before the run, and should writing still fail after it, the report is printed anyway before
+the error, so finished work is never lost. Warnings are one line each too:
+``warning: <field>: <reason>``.
 """
 
 from __future__ import annotations
@@ -10,15 +13,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from servelab.config import SimConfig
-from servelab.errors import ConfigError, SchedulerError
-from servelab.report.plot import plot_backlog
+from servelab.errors import ConfigError, ConfigWarning, SchedulerError
+from servelab.files import load_yaml, parse_yaml
+from servelab.report.plot import check_plot_path, plot_backlog
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
 from servelab.schedulers import SCHEDULERS
@@ -87,8 +90,9 @@ def _output_flags(p: argparse.ArgumentParser, plot: bool = False) -> None:
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g.add_argument("--out", metavar="DIR", help="write result files into a new directory DIR")
     if plot:
-        g.add_argument("--plot", metavar="PNG",
-                       help=f"backlog plot path (default: DIR/backlog.png or ./{DEFAULT_PLOT})")
+        g.add_argument("--plot", metavar="FILE",
+                       help="backlog plot, .png, .svg or .pdf "
+                       f"(default: DIR/backlog.png or ./{DEFAULT_PLOT})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,17 +160,45 @@ def cmd_capacity(args: argparse.Namespace) -> None:
     _emit(to_json(result) if args.json else capacity_text(result))
 
 
+def _path(value: str | None, field: str) -> Path | None:
+    """A path flag; an empty one is an error (it would otherwise mean "no output" silently)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(field, "is empty; name a path")
+    return Path(value)
+
+
+def _save_then_emit(writes: Sequence[Callable[[], None]], report: Callable[[bool], str]) -> None:
+    """Write the result files, then print the report; if a write fails, print it anyway.
+
+    Paths were checked before the run, so a failure here is rare (a full disk, a permission
+    changed meanwhile), but the finished work must not be lost to it: the report (told whether
+    the files were saved) goes to stdout, then the one-line error.
+    """
+    try:
+        for write in writes:
+            write()
+    except ConfigError:
+        _emit(report(False))
+        raise
+    _emit(report(True))
+
+
 def cmd_simulate(args: argparse.Namespace, values: dict[str, Any] | None = None,
                  base_dir: str | None = None) -> None:
     config = SimConfig.from_dict(values if values is not None else _config_from_args(args),
                                  base_dir)
-    out = Path(args.out) if args.out else None
+    out = _path(args.out, "out")
+    if getattr(args, "plot", None) is not None:
+        raise ConfigError("plot", "a single simulation draws no plot; only a comparison (a "
+                                  "file with schedulers:) does")
     if out is not None:
         check_out_dir(out)
     result = simulate(config)
-    if out is not None:
-        write_atomically(out, result.write_into)
-    _emit(to_json(result.summary) if args.json else simulate_text(result.summary))
+    writes = [] if out is None else [lambda: write_atomically(out, result.write_into)]
+    _save_then_emit(writes, lambda saved: to_json(result.summary) if args.json
+                    else simulate_text(result.summary))
 
 
 def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
@@ -175,23 +207,30 @@ def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
     if not {"rate", "load", "trace"} & values.keys():
         values["load"] = DEFAULT_COMPARE_LOAD
     config = SimConfig.from_dict(values, base_dir)
-    out = Path(args.out) if args.out else None
+    out, plot = _path(args.out, "out"), _path(args.plot, "plot")
     if out is not None:
         check_out_dir(out)
-    names = config.schedulers or None
-    _progress(f"simulating {', '.join(names or ('all five schedulers',))} ...")
-    result = compare(config, names)
-    plot_in_out = out is not None and not args.plot  # the plot travels with the results
-    if out is not None:
-        write_atomically(out, lambda d: _write_compare(result, d, plot_in_out))
-    plot_path = out / "backlog.png" if plot_in_out else Path(args.plot or DEFAULT_PLOT)
+    plot_in_out = out is not None and plot is None  # the plot travels with the results
+    plot_path = out / "backlog.png" if plot_in_out else plot or Path(DEFAULT_PLOT)
     if not plot_in_out:
-        plot_backlog(result.results, plot_path)
-    theory = {k: result.summaries[0][k]
-              for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s")}
-    payload = {"theory": theory, "results": result.summaries, "plot": str(plot_path)}
-    _emit(to_json(payload) if args.json else compare_text(result.summaries)
-          + f"\n\nbacklog plot: {plot_path}")
+        check_plot_path(plot_path)
+    names = config.schedulers
+    _progress(f"simulating {', '.join(names or ('all five schedulers',))} ...")
+    result = compare(config)
+    writes = [] if out is None else [
+        lambda: write_atomically(out, lambda d: _write_compare(result, d, plot_in_out))]
+    if not plot_in_out:
+        writes.append(lambda: plot_backlog(result.results, plot_path))
+
+    def report(saved: bool) -> str:
+        shown = str(plot_path) if saved else None
+        if args.json:
+            theory = {k: result.summaries[0][k]
+                      for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s")}
+            return to_json({"theory": theory, "results": result.summaries, "plot": shown})
+        return f"{compare_text(result.summaries)}\n\nbacklog plot: {shown or 'not written'}"
+
+    _save_then_emit(writes, report)
 
 
 def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> None:
@@ -205,13 +244,9 @@ def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> N
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    path = Path(args.file)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("file", f"{path} is not valid YAML: {exc}") from None
+    path = _path(args.file, "file")
+    assert path is not None  # a required argument
+    data = load_yaml(path, "file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -220,7 +255,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("set", f"expected KEY=VALUE, got {item!r}")
-        data[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        if not value.strip():
+            raise ConfigError("set", f"{item!r} has no value; to drop the file's {key.strip()}, "
+                                     f"write {key.strip()}=null")
+        data[key.strip()] = parse_yaml(value, "set", item)
     base_dir = str(path.resolve().parent)
     if "schedulers" in data:
         cmd_compare(args, data, base_dir)
@@ -232,10 +270,27 @@ COMMANDS = {"presets": cmd_presets, "capacity": cmd_capacity, "simulate": cmd_si
             "compare": cmd_compare, "run": cmd_run}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Every warning as one line on stderr, a ``ConfigWarning`` as ``warning: field: reason``."""
+    if isinstance(message, ConfigWarning):
+        text = f"{message.field}: {message.reason}"
+    else:
+        text = f"{category.__name__}: {' '.join(str(message).split())}"
+    sys.stderr.write(f"warning: {text}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:  # a newcomer's first try: show what there is
+        parser.print_help()
+        return 0
     try:
-        args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = parser.parse_args(argv)
+            COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc.field}: {exc.reason}\n")
         return 2

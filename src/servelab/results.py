@@ -13,7 +13,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,14 @@ class RequestTable:
         }
 
     def to_pandas(self) -> Any:
-        import pandas as pd
-
+        """The table as a DataFrame; pandas is an optional extra, not a core dependency."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "to_pandas() needs pandas, which servelab's core install leaves out: "
+                "pip install pandas (or servelab[pandas]); columns() gives the same table as "
+                "numpy arrays without it", name="pandas") from None
         return pd.DataFrame(self.columns())
 
     def write_csv(self, path: Path) -> None:
@@ -134,26 +141,71 @@ def to_json(data: Any) -> str:
     return json.dumps(_clean(data), indent=2, allow_nan=False)
 
 
+def check_writable_dir(directory: Path, field: str) -> None:
+    """Fail unless files can be created in ``directory``, or in the folder that will hold it.
+
+    The test is to create (and remove) an empty directory there: permission bits do not say
+    whether a file system accepts new files (``/proc`` refuses them even to root).
+    """
+    existing = directory.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(field, f"{existing} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".servelab-probe.", dir=existing))
+    except OSError as exc:
+        raise ConfigError(field, f"cannot write in {existing}: {exc.strerror or exc}") from None
+
+
 def check_out_dir(out_dir: Path) -> None:
-    """Fail before any work if ``out_dir`` would overwrite earlier results."""
+    """Fail before any work if ``out_dir`` would overwrite earlier results or cannot be made."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError("out", f"{out_dir} exists and is not empty; choose another directory")
+    check_writable_dir(out_dir.resolve().parent, "out")  # where write_atomically works
+
+
+@contextmanager
+def _as_config_error(field: str, path: Path) -> Iterator[None]:
+    """File-system errors while writing ``path`` become one-line ConfigErrors on ``field``."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(field, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
-    """Let ``fill`` write into a temporary directory, then move it to ``out_dir`` whole."""
+    """Let ``fill`` write into a temporary directory, then move it to ``out_dir`` whole.
+
+    A failure, here or in ``fill``, leaves nothing behind (parent folders made stay, empty).
+    """
     check_out_dir(out_dir)
     parent = out_dir.resolve().parent
-    try:
+    with _as_config_error("out", out_dir):
         parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError("out", f"cannot create {parent}: {exc.strerror}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    try:
-        fill(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+        try:
+            fill(tmp)
+            if out_dir.exists():
+                out_dir.rmdir()  # empty, checked above
+            os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], None], field: str) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it to ``path``.
+
+    A reader never sees half a file, and a failure leaves an earlier file there untouched.
+    """
+    with _as_config_error(field, path):
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
+                                        dir=path.resolve().parent)
+        os.close(handle)
+        try:
+            write(Path(name))
+            os.replace(name, path)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise

@@ -25,14 +25,29 @@ from servelab.analysis.stability import (
     request_guards,
 )
 from servelab.analysis.theory import request_capacity, theory_summary
-from servelab.config import SimConfig
+from servelab.config import (
+    DEFAULT_ARRIVALS,
+    DEFAULT_DECODE,
+    DEFAULT_PREFILL,
+    DEFAULT_PRESET,
+    DEFAULT_SCHEDULER,
+    MAX_CLOCK_S,
+    MAX_LOAD,
+    MAX_REQUESTS,
+    SimConfig,
+)
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
-from servelab.schedulers import Scheduler, make_scheduler
+from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
-from servelab.workload.build import RequestStream, Workload, WorkloadSpec
+from servelab.workload.build import (
+    RequestStream,
+    Workload,
+    WorkloadSpec,
+    warn_if_unrepresentative,
+)
 
 DEFAULT_COMPARE = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
 #: ``--requests auto`` starts here and doubles until the verdict is confident or at the cap.
@@ -56,6 +71,7 @@ class Scenario:
     workload: Workload
     theory: dict[str, Any]
     guards: Guards
+    auto_cap: int  # where an auto run stops growing: --max-requests, or the clock's limit
 
     def horizon(self, workload: Workload) -> float:
         """The end of the arrival window: --duration, or the last arrival."""
@@ -76,8 +92,12 @@ class CompareResult:
         return [r.summary for r in self.results]
 
 
+#: Every scheduler option, in the order errors name them.
+SCHEDULER_OPTIONS = tuple(dict.fromkeys(o for options in OPTIONS.values() for o in options))
+
+
 def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
-    return config if isinstance(config, SimConfig) else SimConfig.from_dict(dict(config))
+    return config if isinstance(config, SimConfig) else SimConfig.from_dict(config)
 
 
 def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
@@ -85,26 +105,77 @@ def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
-        preset = load_preset(config.preset)
+        preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
     return preset, budget, config.convention or preset.convention
 
 
 def resolve_workload(config: SimConfig) -> WorkloadSpec:
     base_dir = Path(config.base_dir) if config.base_dir is not None else None
-    return WorkloadSpec.resolve(config.arrivals, config.prefill, config.decode, config.trace,
-                                base_dir)
+    return WorkloadSpec.resolve(config.arrivals or DEFAULT_ARRIVALS,
+                                config.prefill or DEFAULT_PREFILL,
+                                config.decode or DEFAULT_DECODE, config.trace, base_dir)
 
 
-def requested_rate(
-    config: SimConfig, preset: Preset, budget: int, convention: str, spec: WorkloadSpec
-) -> float | None:
+def requested_rate(config: SimConfig, max_rate: float) -> float | None:
     """``--rate``, or ``--load`` times the capacity lambda*; None when neither is given."""
-    if config.load is None:
-        return config.rate
-    _, max_rate, _ = request_capacity(preset.timing, budget, spec.mean_prompt, spec.mean_output,
-                                      convention)
-    return config.load * max_rate
+    return config.rate if config.load is None else config.load * max_rate
+
+
+def _rate_field(config: SimConfig) -> str:
+    """The setting that decided the arrival rate, for errors about it."""
+    return "load" if config.load is not None else "rate" if config.rate is not None else "trace"
+
+
+def check_load(config: SimConfig, rate: float, max_rate: float) -> None:
+    """Refuse arrivals so far above capacity that the backlog can only grow (``MAX_LOAD``)."""
+    if rate > MAX_LOAD * max_rate:
+        raise ConfigError(
+            _rate_field(config),
+            f"{rate:,.4g} requests/s is load {rate / max_rate:,.4g}, over {MAX_LOAD:g} times the "
+            f"capacity of {max_rate:,.4g} requests/s: the backlog only grows and the run says "
+            f"nothing about stability; arrive at most at {MAX_LOAD * max_rate:,.4g} requests/s",
+        )
+
+
+def check_run_length(
+    config: SimConfig, spec: WorkloadSpec, rate: float, count: int | None, batch_s: float
+) -> None:
+    """Before drawing any request: refuse a run that cannot be simulated meaningfully.
+
+    Its clock must stay where float64 seconds resolve the 0.1 us TBT ticks (``MAX_CLOCK_S``),
+    it must hold at most ``MAX_REQUESTS``, and without ``--drain`` its last arrival must come
+    after one full batch could finish, or the run ends before it measures anything.
+    """
+    if config.duration is not None:
+        horizon = config.duration
+    elif spec.trace is not None:
+        n = len(spec.trace) if count is None else min(count, len(spec.trace))
+        horizon = float(spec.trace.arrived_at[n - 1]) * spec.trace.mean_rate / rate
+    else:
+        assert count is not None  # prepare gives a count to a run with neither
+        horizon = count / rate
+    clock_field = "duration" if config.duration is not None else _rate_field(config)
+    length_field = "requests" if config.requests is not None else clock_field
+    span = max(horizon, 1 / rate)  # the first arrival comes at about 1/rate
+    if span > MAX_CLOCK_S:
+        raise ConfigError(
+            clock_field,
+            f"at {rate:,.4g} requests/s the run spans about {span:.3g} s of simulated time, "
+            f"more than the {MAX_CLOCK_S:.0e} s (about 3 years) up to which float64 seconds "
+            "resolve the 0.1 us ticks that time TBT",
+        )
+    if config.duration is not None and rate * config.duration > MAX_REQUESTS:
+        raise ConfigError("duration", f"about {rate * config.duration:,.0f} requests would "
+                                      f"arrive, more than the {MAX_REQUESTS:,} a run may hold "
+                                      "(about 300 bytes each)")
+    if not config.drain and horizon < batch_s:
+        raise ConfigError(
+            length_field,
+            f"the last request arrives at about {horizon:.3g} s, before one full batch "
+            f"({batch_s * 1e3:,.4g} ms) can finish, so the run would end before it measures "
+            "anything; give it more time, or --drain to run until every request finishes",
+        )
 
 
 def _path(name: str, config: SimConfig) -> Path:
@@ -122,34 +193,38 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
                                   "of capacity, or a --trace")
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
-    rate = requested_rate(config, preset, budget, convention, spec)
+    tokens_per_s, max_rate, batch_tokens = request_capacity(
+        preset.timing, budget, spec.mean_prompt, spec.mean_output, convention)
+    rate = requested_rate(config, max_rate)
+    nominal = rate if rate is not None else spec.trace.mean_rate  # None: a trace's own pace
+    check_load(config, nominal, max_rate)
+    first = config.requests if isinstance(config.requests, int) else None
+    if config.auto:
+        first = min(AUTO_START, config.request_cap)
+    check_run_length(config, spec, nominal, first, batch_tokens / tokens_per_s)
     stream = spec.stream(rate, config.seed)
     if config.duration is not None:
         workload = stream.until(config.duration)
-    elif isinstance(config.requests, int):
-        workload = stream.first(config.requests)
-    elif config.auto:
-        workload = stream.first(min(AUTO_START, config.request_cap))
-    else:  # a whole trace
-        workload = stream.first(len(spec.trace or ()))
+    else:  # a trace without --requests: all of it
+        workload = stream.first(first if first is not None else len(spec.trace or ()))
     if len(workload) == 0:
         raise ConfigError("duration", "no request arrives within the run; make it longer")
-    if rate is None:  # a trace at its own pace
-        rate = spec.trace.mean_rate
+    warn_if_unrepresentative(spec, workload)
+    # An auto run grows while its clock stays where float64 resolves the TBT ticks.
+    auto_cap = min(config.request_cap, max(len(workload), int(MAX_CLOCK_S * nominal)))
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
-    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
+    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     guards = request_guards(preset.timing, budget, m_p, m_d, convention)
-    return Scenario(config, preset, budget, convention, spec, stream, workload, theory, guards)
+    return Scenario(config, preset, budget, convention, spec, stream, workload, theory, guards,
+                    auto_cap)
 
 
 def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
     """Make the policy and refuse, before running, a workload it could never serve."""
-    c = scenario.config
-    scheduler = make_scheduler(name, chunked_prefill=c.chunked_prefill, priority=c.priority,
-                               kp=c.kp, kd=c.kd)
+    scheduler = make_scheduler(name, **scheduler_options(scenario.config))
     _check_prompts_fit(scheduler, scenario.workload, scenario.budget)
     return scheduler
 
@@ -179,15 +254,15 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
     steps = [len(workload)]
     result = _run_once(scenario, scheduler, workload)
     while (c.auto and result.summary["verdict"] == "inconclusive"
-           and len(workload) < c.request_cap):
-        workload = scenario.stream.first(min(c.request_cap, 2 * len(workload)))
+           and len(workload) < scenario.auto_cap):
+        workload = scenario.stream.first(min(scenario.auto_cap, 2 * len(workload)))
         _check_prompts_fit(scheduler, workload, scenario.budget)
         result = _run_once(scenario, scheduler, workload)
         steps.append(len(workload))
     summary = result.summary
     summary["run_length"] = _run_length(scenario, steps)
     if c.auto and summary["verdict"] == "inconclusive":
-        summary["verdict_reason"] = _unresolved(summary, scheduler, c.request_cap)
+        summary["verdict_reason"] = _unresolved(summary, scheduler, scenario.auto_cap)
     summary["wall_s"] = time.perf_counter() - started
     return result
 
@@ -197,7 +272,7 @@ def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:
     c = scenario.config
     if c.auto:
         return {"mode": "auto", "requests": steps[-1], "steps": steps,
-                "max_requests": c.request_cap}
+                "max_requests": scenario.auto_cap}
     mode = "duration" if c.duration is not None else "requests" if c.requests else "trace"
     return {"mode": mode, "requests": steps[-1]}
 
@@ -209,7 +284,7 @@ def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
     if scheduler.work_conserving and abs(load - 1) < 0.05 and measured:
         return (f"load {load:.3f} is within {abs(load - 1):.1%} of capacity; {cap:,} requests "
                 f"cannot resolve it ({summary['verdict_reason']})")
-    return f"{summary['verdict_reason']}, even at {cap:,} requests (--max-requests)"
+    return f"{summary['verdict_reason']}, even at {cap:,} requests (the auto run's cap)"
 
 
 def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResult:
@@ -274,18 +349,42 @@ def _capacity_along_mix(theory: dict[str, Any]) -> float:
     return float(max_rate) * float(theory["capacity"]["work_per_request_tokens"])
 
 
+def scheduler_options(config: SimConfig) -> dict[str, Any]:
+    """The scheduler options of ``config`` by name; None where not given."""
+    return {option: getattr(config, option) for option in SCHEDULER_OPTIONS}
+
+
 def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
+    config = as_config(config)
+    if config.schedulers is not None:
+        raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
+    name = config.scheduler or DEFAULT_SCHEDULER
+    refuse_unused_options([name], scheduler_options(config))
     scenario = prepare(config)
-    return run_scheduler(scenario, build_scheduler(scenario, scenario.config.scheduler))
+    return run_scheduler(scenario, build_scheduler(scenario, name))
 
 
 def compare(
     config: SimConfig | Mapping[str, Any], schedulers: Sequence[str] | None = None
 ) -> CompareResult:
-    """Run several schedulers on identical requests (all are validated before any runs)."""
+    """Run several schedulers on identical requests (all are validated before any runs).
+
+    ``schedulers``, a list of names, replaces the config's ``scheduler`` or ``schedulers``, so
+    a config made for ``simulate`` serves here too. Without it, ``config.schedulers`` (default:
+    all five) runs.
+    """
+    config = as_config(config)
+    if schedulers is not None:
+        if isinstance(schedulers, str):
+            raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
+                                            f"string {schedulers!r}; write [{schedulers!r}]")
+        config = config.replace(scheduler=None, schedulers=schedulers)
+    if config.scheduler is not None:
+        raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
+    names = config.schedulers or list(DEFAULT_COMPARE)
+    refuse_unused_options(names, scheduler_options(config))
     scenario = prepare(config)
-    names = list(schedulers or scenario.config.schedulers or DEFAULT_COMPARE)
     policies = [build_scheduler(scenario, name) for name in names]
     return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
 
@@ -296,9 +395,11 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
-    rate = requested_rate(config, preset, budget, convention, spec)
+    _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
+    rate = requested_rate(config, max_rate)
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
+    check_load(config, rate, max_rate)
     out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {

@@ -48,6 +48,11 @@ GROWTH_TOLERANCE = 0.01
 MIN_SAMPLES_PER_BLOCK = 2
 
 
+def _tokens(rate: float) -> str:
+    """A token rate for a reason string: one decimal, or three digits when below 1."""
+    return f"{rate:,.1f}" if abs(rate) >= 1 or rate == 0 else f"{rate:.3g}"
+
+
 @dataclass(frozen=True)
 class RunSeries:
     """What the verdict reads from one run: cumulative counts sampled at batch ends."""
@@ -178,19 +183,19 @@ def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guar
     growth = offered_tokens_per_s - s
     if growth + T_CRITICAL * stderr < threshold:
         verdict, reason = "stable", (
-            f"growth at the nominal rate (offered - served = {growth:,.1f} tokens/s) stays "
-            f"below the tolerance {threshold:,.1f} at its 95% bound "
-            f"({growth + T_CRITICAL * stderr:,.1f})")
+            f"growth at the nominal rate (offered - served = {_tokens(growth)} tokens/s) stays "
+            f"below the tolerance {_tokens(threshold)} at its 95% bound "
+            f"({_tokens(growth + T_CRITICAL * stderr)})")
     elif (a - s - T_CRITICAL * stderr > 0
           and growth - T_CRITICAL * served_stderr > threshold):
         verdict, reason = "unstable", (
-            f"the backlog grows ({a - s - T_CRITICAL * stderr:,.1f} tokens/s or more at 95%) "
-            f"while the engine serves {s:,.1f} tokens/s, {growth:,.1f} short of the nominal "
-            f"{offered_tokens_per_s:,.1f} offered")
+            f"the backlog grows ({_tokens(a - s - T_CRITICAL * stderr)} tokens/s or more at "
+            f"95%) while the engine serves {_tokens(s)} tokens/s, {_tokens(growth)} short of the "
+            f"nominal {_tokens(offered_tokens_per_s)} offered")
     else:
         verdict, reason = "inconclusive", (
             f"the backlog neither clearly keeps up nor clearly grows: growth at the nominal "
-            f"rate {growth:,.1f} ± {T_CRITICAL * stderr:,.1f} tokens/s against a tolerance "
-            f"of {threshold:,.1f}")
+            f"rate {_tokens(growth)} ± {_tokens(T_CRITICAL * stderr)} tokens/s against a tolerance "
+            f"of {_tokens(threshold)}")
     return Verdict(verdict, reason, threshold_tokens_per_s=threshold,
                    offered_tokens_per_s=offered_tokens_per_s, **measured)

@@ -22,6 +22,8 @@ def _num(value: float | None, digits: int = 1) -> str:
         return "-"
     if abs(value) >= 10_000:
         return f"{value:,.0f}"
+    if 0 < abs(value) < 1:
+        return f"{value:.3g}"
     return f"{value:,.{digits}f}"
 
 
@@ -121,10 +123,12 @@ def simulate_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: (name, unit) of each column; the unit goes on a second header line, so that a column is
+#: only as wide as its name or its numbers, and the table fits in about 130 characters.
 COMPARE_COLUMNS = (
-    ("scheduler", 18), ("verdict", 13), ("slope ± se tok/s", 20), ("served tok/s", 14),
-    ("requests", 10), ("TTFT p50", 10), ("TTFT p99", 10), ("TBT p50", 9), ("TBT p99", 9),
-    ("E2E p50", 10), ("E2E p99", 10), ("in flight", 10),
+    ("scheduler", ""), ("verdict", ""), ("slope ± se", "tok/s"), ("served", "tok/s"),
+    ("run", "requests"), ("TTFT p50", "ms"), ("TTFT p99", "ms"), ("TBT p50", "ms"),
+    ("TBT p99", "ms"), ("E2E p50", "ms"), ("E2E p99", "ms"), ("in flight", "requests"),
 )
 
 
@@ -148,18 +152,19 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
              *theory_lines(first),
              "measured  each verdict is read from the second half of its own run"
              + (" (auto: grown until the verdict was confident)" if auto else "")
-             + "; latencies in ms over completed requests", ""]
-    widths = [w for _, w in COMPARE_COLUMNS]
-    header = [name for name, _ in COMPARE_COLUMNS]
-    lines.append(_row(header, widths))
-    lines.append(_row(["-" * (w - 1) for w in widths], widths))
-    lines += [_row(_compare_row(s), widths) for s in summaries]
+             + "; latencies over completed requests", ""]
+    rows = [_compare_row(s) for s in summaries]
+    names, units = zip(*COMPARE_COLUMNS, strict=True)
+    widths = [max(len(name), len(unit), *(len(row[i]) for row in rows))
+              for i, (name, unit) in enumerate(COMPARE_COLUMNS)]
+    lines += [_row(names, widths), _row(units, widths), _row(["-" * w for w in widths], widths)]
+    lines += [_row(row, widths) for row in rows]
     notes = [f"{s['scheduler']}: {s['verdict_reason']}" for s in summaries
              if s["verdict"] == "inconclusive"]
     diverging = [s for s in summaries if survivors_line(s)]
     if diverging:
-        names = ", ".join(s["scheduler"] for s in diverging)
-        notes.append(f"{names}: unstable, so their latencies describe completed requests "
+        unstable = ", ".join(s["scheduler"] for s in diverging)
+        notes.append(f"{unstable}: unstable, so their latencies describe completed requests "
                      "only; the survivors of a diverging queue understate what users see")
     if notes:
         lines += ["", *(f"note      {n}" for n in notes)]
@@ -167,8 +172,9 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """The first cell left-aligned, the rest right-aligned, two spaces apart."""
     first, *rest = zip(cells, widths, strict=True)
-    return f"{first[0]:<{first[1]}}" + "".join(f"{c:>{w}}" for c, w in rest)
+    return (f"{first[0]:<{first[1]}}" + "".join(f"  {c:>{w}}" for c, w in rest)).rstrip()
 
 
 def presets_text(rows: Sequence[dict[str, Any]]) -> str:

@@ -10,7 +10,9 @@ as the keys say.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-from servelab.errors import ConfigError
+from servelab.errors import ConfigError, ConfigWarning
+from servelab.files import CSV_LIMIT, read_text
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ class Table(_TokenOnly):
     smallest one measured, to first order). Above the last row the last two rows are
     extrapolated linearly, slope floored at 0: a budget past the measurements needs some value,
     and this one is a guess, not a measurement. ``source`` is the CSV path it was read from.
+    Read from a preset, a time that falls as the batch grows is accepted with a warning.
     """
 
     tokens: tuple[int, ...]
@@ -276,19 +280,27 @@ class Table(_TokenOnly):
             path = base_dir / path
         tokens, seconds = _read_table_csv(path, where)
         try:
-            return cls(tokens, seconds, source=str(path))
+            table = cls(tokens, seconds, source=str(path))
         except ConfigError as err:
             raise ConfigError(where, f"{path}: {err.reason}") from None
+        falls = [i for i in range(1, len(seconds)) if seconds[i] < seconds[i - 1]]
+        if falls:
+            i = falls[0]
+            more = f" (and {len(falls) - 1} more drops)" if len(falls) > 1 else ""
+            warnings.warn(ConfigWarning(
+                where, f"{path}: the batch time falls from {seconds[i - 1] * 1e3:g} ms at "
+                f"{tokens[i - 1]} tokens to {seconds[i] * 1e3:g} ms at {tokens[i]} tokens{more}: "
+                "the timing model is not monotone, a bigger batch costing less than a smaller "
+                "one, and the theory and the simulation both take it at its word"), stacklevel=2)
+        return table
 
 
 def _read_table_csv(path: Path, where: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Rows of a CSV with a ``tokens`` column and a ``seconds`` (or ``ms``) column."""
+    text = read_text(path, where, CSV_LIMIT)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as err:
-        raise ConfigError(where, f"cannot read {path}: {err.strerror or err}") from None
-    except (csv.Error, UnicodeDecodeError) as err:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
         raise ConfigError(where, f"{path}: not a readable CSV: {err}") from None
     header = [name.strip().lower() for name in rows[0]] if rows else []
     time_column = next((c for c in ("seconds", "ms") if c in header), None)
@@ -335,7 +347,8 @@ def timing_from_dict(
     if cls is None:
         raise ConfigError(f"{field}.model", f"unknown model {d['model']!r}; known: {known}")
     model = cls._from_yaml(d, base_dir, field)
-    # Every model is nondecreasing in each argument, so a positive 1-token batch suffices.
+    # Every model but a table is nondecreasing in each argument, so a positive 1-token batch
+    # suffices; a table's rows are all > 0 (one that falls is warned about above).
     if min(model.tokens_duration(1, 0.0), model.tokens_duration(1, 1.0)) <= 0:
         raise ConfigError(field, "a 1-token batch must take > 0 ms; raise a time coefficient")
     return model

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from servelab.errors import ConfigError
+from servelab.files import load_yaml
 from servelab.timing.models import TimingModel, timing_from_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -86,15 +85,7 @@ def preset_from_dict(d: Mapping[str, Any], base_dir: Path | None) -> Preset:
 def load_preset_file(path: str | Path) -> Preset:
     """Read one preset YAML file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise ConfigError("preset-file", f"cannot read {path}: {reason}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError("preset-file", f"{path}: not valid YAML: {err}") from None
+    data = load_yaml(path, "preset-file")
     if not isinstance(data, dict):
         raise ConfigError("preset-file", f"{path}: must be a YAML mapping of preset keys")
     return preset_from_dict(data, base_dir=path.parent)

@@ -8,11 +8,14 @@ scheduler in a comparison sees exactly the same requests (``RequestStream``).
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from servelab.errors import ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
 from servelab.workload.lengths import LengthDist, parse_lengths
@@ -99,11 +102,6 @@ class RequestStream:
         self._prompt = Chunked(lambda _, size: prefill.sample(prompt_rng, size))
         self._output = Chunked(lambda _, size: decode.sample(output_rng, size))
 
-    @property
-    def finite(self) -> int | None:
-        """How many requests there are at most (a trace's rows), None when endless."""
-        return len(self._trace) if self._trace is not None else None
-
     def first(self, count: int) -> Workload:
         """The first ``count`` requests (all of a shorter trace)."""
         if self._trace is not None:
@@ -119,3 +117,27 @@ class RequestStream:
     def _with_lengths(self, times: np.ndarray) -> Workload:
         n = len(times)
         return Workload(times, self._prompt.first(n), self._output.first(n))
+
+
+
+def warn_if_unrepresentative(spec: WorkloadSpec, workload: Workload) -> None:
+    """Warn when the drawn lengths miss the means the theory uses by far more than chance.
+
+    A heavy tail (a lognormal with a large sigma, where nearly every draw rounds to 1 token)
+    holds most of its mean in values a run of this size almost never draws: the theory's load
+    then describes a different workload from the one simulated. "Far more than chance" is off
+    by over 10% and by over 5 standard errors of the sample's own mean (from 30 draws on).
+    """
+    for field, dist, draws in (("prefill", spec.prefill, workload.prompt),
+                               ("decode", spec.decode, workload.output)):
+        n = len(draws)
+        if dist is None or n < 30:
+            continue
+        drawn = float(draws.mean())
+        stderr = float(draws.std(ddof=1)) / math.sqrt(n)
+        if abs(drawn - dist.mean) > max(0.1 * dist.mean, 5 * stderr):
+            warnings.warn(ConfigWarning(
+                field, f"the {n:,} drawn lengths average {drawn:,.1f} tokens, but the "
+                f"distribution's mean, which the theory uses, is {dist.mean:,.1f}: its tail is "
+                "too heavy for a sample of this size, so the theory and the simulation describe "
+                "different workloads"), stacklevel=3)

@@ -27,6 +27,8 @@ KNOWN = (
 
 # Upper-tail z with P(Z > z) = 1e-12: the lognormal mean sums survival terms up to there.
 _TAIL_Z = 7.034483825301132
+#: The largest mean length accepted: a thousand times the longest context windows of today.
+MAX_MEAN_TOKENS = 1e9
 # Cap on survival terms summed one by one; very heavy tails go on as a closed-form integral.
 _MAX_TERMS = 1 << 20
 _ERFC = np.frompyfunc(math.erfc, 1, 1)
@@ -321,7 +323,24 @@ _PARSERS: dict[str, Callable[[str, str, Path | None], LengthDist]] = {
 
 
 def parse_lengths(spec: str, field: str, base_dir: Path | None = None) -> LengthDist:
-    """Parse a ``--prefill``/``--decode`` spec; relative CSV paths resolve against base_dir/cwd."""
+    """Parse a ``--prefill``/``--decode`` spec; relative CSV paths resolve against base_dir/cwd.
+
+    A mean beyond ``MAX_MEAN_TOKENS`` (a lognormal given by its median with a large sigma
+    reaches e^1000) is refused: no engine serves it, and the theory's numbers would overflow.
+    """
+    dist = _parse_spec(spec, field, base_dir)
+    try:
+        mean = dist.mean
+    except OverflowError:
+        mean = math.inf
+    if not mean <= MAX_MEAN_TOKENS:
+        size = "too large for a float64" if math.isinf(mean) else f"{mean:.3g}"
+        raise ConfigError(field, f"{dist.spec} has a mean of {size} tokens per request; "
+                                 f"servelab accepts at most {MAX_MEAN_TOKENS:.0e}")
+    return dist
+
+
+def _parse_spec(spec: str, field: str, base_dir: Path | None) -> LengthDist:
     text = spec.strip()
     name, sep, args = text.partition(":")
     parser = _PARSERS.get(name.strip().lower())

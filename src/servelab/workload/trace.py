@@ -7,6 +7,7 @@ request mix can be offered at any rate, as Vidur's time-scale factor does.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from servelab.errors import ConfigError
+from servelab.files import CSV_LIMIT, read_text
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
@@ -50,35 +52,32 @@ class CsvTable:
                 raise self.error(row, column, f"{text!r} is not a finite number")
             if value < 0:
                 raise self.error(row, column, f"{text!r} is negative")
+            if value >= 2**63:  # int64 holds it no more, and no request has that many tokens
+                raise self.error(row, column, f"{text!r} is too large")
             values.append(value)
         return np.array(values, dtype=np.int64 if kind is int else np.float64)
 
 
 def read_csv(path: Path, columns: Sequence[str], field: str) -> CsvTable:
     """Read ``columns`` (by header name, any order; other columns ignored) from a CSV file."""
+    reader = csv.reader(io.StringIO(read_text(path, field, CSV_LIMIT), newline=""))
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise ConfigError(field, f"{path} is empty (expected a CSV header row)")
-            index = _column_index(header, columns, path, field)
-            lines: list[int] = []
-            cells: dict[str, list[str]] = {name: [] for name in columns}
-            for row in reader:
-                if not row:
-                    continue
-                lines.append(reader.line_num)
-                for name, i in index.items():
-                    if i >= len(row):
-                        raise ConfigError(
-                            field, f"{path} line {reader.line_num}: missing value for {name!r}"
-                        )
-                    cells[name].append(row[i].strip())
-    except OSError as exc:
-        raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(field, f"{path} is not a text CSV file") from None
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ConfigError(field, f"{path} is empty (expected a CSV header row)")
+        index = _column_index(header, columns, path, field)
+        lines: list[int] = []
+        cells: dict[str, list[str]] = {name: [] for name in columns}
+        for row in reader:
+            if not row:
+                continue
+            lines.append(reader.line_num)
+            for name, i in index.items():
+                if i >= len(row):
+                    raise ConfigError(
+                        field, f"{path} line {reader.line_num}: missing value for {name!r}"
+                    )
+                cells[name].append(row[i].strip())
     except csv.Error as exc:
         raise ConfigError(field, f"{path} is not valid CSV: {exc}") from None
     return CsvTable(str(path), field, lines, cells)
@@ -111,25 +110,24 @@ class Trace:
 
     @property
     def mean_rate(self) -> float:
-        """Requests/s: (n-1)/span when the arrivals span time, else n/last arrival (inf if 0)."""
-        n = len(self)
-        first, last = float(self.arrived_at[0]), float(self.arrived_at[-1])
-        if n >= 2 and last > first:
-            return (n - 1) / (last - first)
-        return n / last if last > 0 else math.inf
+        """Requests/s: (n - 1) / (last - first arrival); ``load_trace`` ensures it is finite."""
+        span = float(self.arrived_at[-1]) - float(self.arrived_at[0])
+        return (len(self) - 1) / span
 
     def scaled_to(self, rate: float) -> Trace:
         """Multiply every arrival time by one factor so ``mean_rate`` becomes ``rate``."""
         if not (math.isfinite(rate) and rate > 0):
             raise ConfigError("rate", f"must be a positive number of requests/s, got {rate}")
-        current = self.mean_rate
-        if math.isinf(current):
-            raise ConfigError("trace", f"{self.path}: cannot rescale, every arrival is at t=0")
-        return Trace(self.path, self.arrived_at * (current / rate), self.prefill, self.decode)
+        factor = self.mean_rate / rate
+        return Trace(self.path, self.arrived_at * factor, self.prefill, self.decode)
 
 
 def load_trace(path: str | Path, field: str = "trace") -> Trace:
-    """Load a Vidur/Splitwise trace, sorting rows stably by arrival time."""
+    """Load a Vidur/Splitwise trace, sorting rows stably by arrival time.
+
+    A trace needs two distinct arrival times: its rate, which ``--load`` and ``--rate`` rescale
+    and the theory uses, is (n - 1) over the time between its first and last arrivals.
+    """
     table = read_csv(Path(path), TRACE_COLUMNS, field)
     if not len(table):
         raise ConfigError(field, f"{path} has a header but no requests")
@@ -139,5 +137,8 @@ def load_trace(path: str | Path, field: str = "trace") -> Trace:
         if (counts < 1).any():
             row = int(np.argmax(counts < 1))
             raise table.error(row, column, "token counts must be >= 1")
+    if arrived_at.min() == arrived_at.max():
+        raise ConfigError(field, f"{path}: a trace needs at least 2 requests with distinct "
+                                 "arrival times, or it has no rate")
     order = np.argsort(arrived_at, kind="stable")
     return Trace(str(path), arrived_at[order], tokens[0][order], tokens[1][order])

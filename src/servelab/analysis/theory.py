@@ -49,7 +49,7 @@ def theory_summary(
         "kmax_region": None,
     }
     if kmax is not None:
-        region = kmax_region(timing, budget, kmax)
+        region = kmax_region(timing, budget, kmax, m_p)  # the mean prompt stands in for P
         decode_slots = m_d - (1 if convention == "engine" else 0)
         offered_2d = (rate * m_p, rate * decode_slots)
         load_2d = region.load(*offered_2d)

@@ -184,7 +184,8 @@ def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
     if not plot_in_out:
         plot_backlog(result.results, plot_path)
     theory = {k: result.summaries[0][k]
-              for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s")}
+              for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s", "kmax_region",
+                        "theory_verdict", "theory_verdict_reason")}
     payload = {"theory": theory, "results": result.summaries, "plot": str(plot_path)}
     _emit(to_json(payload) if args.json else compare_text(result.summaries)
           + f"\n\nbacklog plot: {plot_path}")

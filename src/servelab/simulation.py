@@ -115,7 +115,8 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     horizon = config.duration if config.duration is not None else float(workload.arrival[-1])
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
-    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
+    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate,
+                            spec.fixed_prompt)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     return Scenario(config, preset, budget, convention, spec, workload, horizon, theory)
@@ -217,7 +218,8 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     rate = requested_rate(config, preset, budget, convention, spec)
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
-    out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
+    out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate,
+                         spec.fixed_prompt)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {
         "preset": preset.name,
@@ -232,7 +234,8 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     if rate > 0:
         result.update(rate=rate, load=out["load"],
                       offered_tokens_per_s=out["offered_tokens_per_s"],
-                      fluid_slope_tokens_per_s=out["fluid_slope_tokens_per_s"])
+                      fluid_slope_tokens_per_s=out["fluid_slope_tokens_per_s"],
+                      verdict=out["theory_verdict"], verdict_reason=out["theory_verdict_reason"])
     if out["kmax_region"] is not None:
         result["kmax_region"] = out["kmax_region"]
     return result

@@ -49,15 +49,15 @@ def theory_verdict(load: float, region_decides: bool, fixed_prompt: bool) -> tup
     """
     if not region_decides:
         if load < 1:
-            return "stable", (f"load {load:.4g} < 1: every work-conserving scheduler is stable "
+            return "stable", (f"load {load:.4f} < 1: every work-conserving scheduler is stable "
                               "(Li-Dai-Peng Theorem 2)")
-        return "unstable", (f"load {load:.4g} >= 1: more tokens arrive than the token capacity "
+        return "unstable", (f"load {load:.4f} >= 1: more tokens arrive than the token capacity "
                             "serves, so no scheduler can keep up")
     caveat = "" if fixed_prompt else " (if every prompt had the mean length)"
     if load >= 1:
-        return "unstable", (f"outside the k_max region (2-D load {load:.4g} >= 1): no scheduler "
+        return "unstable", (f"outside the k_max region (2-D load {load:.4f} >= 1): no scheduler "
                             f"can serve it{caveat}")
-    return "feasible", (f"inside the k_max region (2-D load {load:.4g} < 1): a mix of batches "
+    return "feasible", (f"inside the k_max region (2-D load {load:.4f} < 1): a mix of batches "
                         f"whose prefill chunks tile the prompts can serve it{caveat}; a "
                         "work-conserving policy with a large budget may still diverge "
                         "(Li-Dai-Peng point C)")

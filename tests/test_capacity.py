@@ -10,6 +10,7 @@ import pytest
 
 from servelab.analysis.capacity import (
     MAX_REGION_BUDGET,
+    _upper_hull,
     kmax_region,
     token_capacity,
     work_per_request,
@@ -129,8 +130,7 @@ def test_pruned_hull_matches_brute_force(model: TimingModel, kmax: int, prompt: 
     all shapes (cut by the slot limit when prompts outgrow the budget): same gauge everywhere."""
     region = kmax_region(model, budget=40, kmax=kmax, prompt_tokens=prompt)
     points = _brute_points(model, 40, kmax, prompt)
-    hull = kmax_region.__globals__["_upper_hull"](np.vstack((points, [[0, points[:, 1].max()],
-                                                                      [points[:, 0].max(), 0]])))
+    hull = _upper_hull(np.vstack((points, [[0, points[:, 1].max()], [points[:, 0].max(), 0]])))
     brute = type(region)(40, kmax, prompt, hull)
     rng = np.random.default_rng(5)
     directions = np.vstack((points, rng.uniform(0, 1, (200, 2)) * points.max(axis=0)))

@@ -57,8 +57,65 @@ def test_capacity_json_contract() -> None:
 def test_capacity_with_kmax_reports_the_region() -> None:
     c = ok_json("capacity", "--budget", "1024", "--kmax", "100", "--prefill", "290",
                 "--decode", "990", "--rate", str(1 / 0.4675))
-    assert c["kmax_region"]["load"] == pytest.approx(1.0, abs=1e-6)
+    region = c["kmax_region"]
+    assert region["load"] == pytest.approx(1.0, abs=1e-6)
+    assert region["max_rate"] == pytest.approx(1 / 0.4675, rel=1e-6)
+    assert region["prompt_tokens_assumed"] == 290
+    assert region["assumption"] == "every prompt has 290 tokens"
     assert "region vertices" in run("capacity", "--kmax", "100", "--rate", "1").stdout
+
+
+def test_capacity_region_for_short_prompts_and_its_fluid_slope() -> None:
+    """Issue 7.5's case: 8-token prompts fill a request slot each, so 4 requests per 23 ms."""
+    c = ok_json("capacity", "--preset", "mistral-7b-rtx6000ada", "--kmax", "32", "--prefill",
+                "8", "--decode", "8", "--rate", "190")
+    region = c["kmax_region"]
+    assert region["max_rate"] == pytest.approx(4 / 0.023, rel=1e-9)
+    assert region["load"] == pytest.approx(190 / (4 / 0.023), rel=1e-9)
+    slope = (190 - 4 / 0.023) * 15  # the excess requests/s, 15 token slots each
+    assert region["fluid_slope_tokens_per_s"] == pytest.approx(slope, rel=1e-9)
+    assert c["fluid_slope_tokens_per_s"] == region["fluid_slope_tokens_per_s"]
+    assert c["load"] == pytest.approx(190 / c["max_rate"])  # still the token capacity's
+    assert c["verdict"] == "unstable"
+
+
+def test_capacity_region_states_its_prompt_assumption_for_a_distribution() -> None:
+    c = ok_json("capacity", "--kmax", "32", "--prefill", "uniform:1,15", "--decode", "8",
+                "--rate", "100")
+    assert c["kmax_region"]["prompt_tokens_assumed"] == 8
+    assert "mean 8 tokens" in c["kmax_region"]["assumption"]
+    assert "if every prompt had the mean length" in c["verdict_reason"]
+    assert "mean 8 tokens" in run("capacity", "--kmax", "32", "--prefill", "uniform:1,15").stdout
+
+
+THEORY_ANSWERS = [
+    (["--load", "0.9"], "stable", "Theorem 2"),
+    (["--load", "1.1"], "unstable", "no scheduler can keep up"),
+    (["--kmax", "8", "--load", "0.9"], "unstable", "outside the k_max region"),
+    (["--kmax", "100", "--budget", "128", "--prefill", "290", "--decode", "990", "--rate", "2"],
+     "feasible", "point C"),
+]
+
+
+@pytest.mark.parametrize(("args", "verdict", "reason"), THEORY_ANSWERS,
+                         ids=[" ".join(a) for a, _, _ in THEORY_ANSWERS])
+def test_capacity_gives_one_answer(args: list[str], verdict: str, reason: str) -> None:
+    """Issue 7.6: one verdict, the k_max region's when there is one, said once."""
+    c = ok_json("capacity", *args)
+    assert (c["verdict"], c.get("kmax_region", {}).get("inside")) == (
+        verdict, None if "--kmax" not in args else verdict == "feasible")
+    assert reason in c["verdict_reason"]
+    text = run("capacity", *args).stdout
+    answers = [line for line in text.splitlines()
+               if re.search(r"\b(stable|unstable|feasible|theorem)\b", line, re.IGNORECASE)]
+    assert answers == [f"verdict   {verdict.upper()}: {c['verdict_reason']}"]
+
+
+def test_capacity_without_a_rate_gives_no_verdict() -> None:
+    c = ok_json("capacity", "--kmax", "8")
+    assert "verdict" not in c and "verdict_reason" not in c
+    assert c["kmax_region"]["max_rate"] > 0 and "load" not in c["kmax_region"]
+    assert "verdict" not in run("capacity", "--kmax", "8").stdout
 
 
 SIMULATE_KEYS = {"scheduler", "rate", "load", "capacity", "verdict", "backlog_slope_tokens_per_s",
@@ -112,6 +169,28 @@ def test_unstable_runs_warn_that_latencies_describe_survivors(tmp_path: Path) ->
         in compared.stdout
 
 
+@pytest.mark.parametrize("kmax", [[], ["--kmax", "8"]], ids=["tokens", "kmax"])
+def test_simulate_states_the_theory_answer_once(kmax: list[str]) -> None:
+    """The theory's verdict (Theorem 2's, or the k_max region's) is one line of the theory
+    block, and the measured line's fluid slope is the one that verdict rests on."""
+    args = ["--rate", "10", "--requests", "3000", *kmax]  # long enough to be measured
+    s = ok_json("simulate", *args)
+    text = run("simulate", *args).stdout.splitlines()
+    theory = text[text.index(next(x for x in text if x.startswith("theory"))):
+                  text.index(next(x for x in text if x.startswith("measured")))]
+    answers = [x for x in theory
+               if re.search(r"\b(stable|unstable|feasible)\b", x, re.IGNORECASE)]
+    assert answers == [f"          {s['theory_verdict'].upper()}: {s['theory_verdict_reason']}"]
+    assert s["theory_verdict"] == ("unstable" if kmax else "stable")
+    assert ("Theorem 2" in s["theory_verdict_reason"]) == (not kmax)
+    fluid = f"fluid {s['fluid_slope_tokens_per_s']:,.1f}"
+    measured = text[text.index(next(x for x in text if x.startswith("measured"))):
+                    text.index(next(x for x in text if x.startswith("run")))]
+    assert sum(x.endswith(fluid) for x in measured) == 1
+    if kmax:
+        assert s["fluid_slope_tokens_per_s"] == s["kmax_region"]["fluid_slope_tokens_per_s"] > 0
+
+
 def test_simulate_out_writes_three_files(tmp_path: Path) -> None:
     out = tmp_path / "run1"
     proc = run("simulate", "--scheduler", "vllm", *SMALL, "--out", str(out))
@@ -131,6 +210,8 @@ def test_compare_json_and_out(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     payload = ok_json("compare", "--schedulers", "sarathi,vllm", *SMALL, "--out", str(out))
     assert [s["scheduler"] for s in payload["results"]] == ["sarathi", "vllm"]
+    assert payload["theory"]["theory_verdict"] == "stable"
+    assert payload["theory"]["kmax_region"] is None
     assert {"compare.json", "backlog.png", "sarathi", "vllm"} == {p.name for p in out.iterdir()}
     assert (out / "backlog.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "sarathi" / "summary.json").exists()
@@ -197,6 +278,7 @@ BAD_INPUTS = [
     (["simulate", "--rate", "1", "--scheduler", "vllm", "--prefill", "600"], "prefill"),
     (["simulate", "--rate", "1", "--bogus"], "arguments"),
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),
+    (["capacity", "--budget", "2000000", "--kmax", "8", "--rate", "1"], "budget"),
     (["run", "/nonexistent/exp.yaml"], "file"),
     (["frobnicate"], "command"),
     # Magnitudes that cannot be simulated meaningfully, refused before any work.

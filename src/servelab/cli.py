@@ -226,7 +226,8 @@ def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
         shown = str(plot_path) if saved else None
         if args.json:
             theory = {k: result.summaries[0][k]
-                      for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s")}
+                      for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s",
+                                "kmax_region", "theory_verdict", "theory_verdict_reason")}
             return to_json({"theory": theory, "results": result.summaries, "plot": shown})
         return f"{compare_text(result.summaries)}\n\nbacklog plot: {shown or 'not written'}"
 

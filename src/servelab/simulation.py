@@ -214,7 +214,8 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     auto_cap = min(config.request_cap, max(len(workload), int(MAX_CLOCK_S * nominal)))
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
-    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal)
+    theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal,
+                            spec.fixed_prompt)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     guards = request_guards(preset.timing, budget, m_p, m_d, convention)
@@ -279,11 +280,13 @@ def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:
 
 def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
     """Why ``--requests auto`` stopped at its cap without a confident verdict."""
-    load = summary["load"]
+    region = summary["kmax_region"]  # with a request cap, the region's load decides
+    load = region["load"] if region else summary["load"]
+    boundary = "the k_max region's boundary" if region else "capacity"
     measured = math.isfinite(summary["served_tokens_per_s"])  # not stopped by a guard
     if scheduler.work_conserving and abs(load - 1) < 0.05 and measured:
-        return (f"load {load:.3f} is within {abs(load - 1):.1%} of capacity; {cap:,} requests "
-                f"cannot resolve it ({summary['verdict_reason']})")
+        return (f"load {load:.3f} is within {abs(load - 1):.1%} of {boundary}; {cap:,} "
+                f"requests cannot resolve it ({summary['verdict_reason']})")
     return f"{summary['verdict_reason']}, even at {cap:,} requests (the auto run's cap)"
 
 
@@ -400,7 +403,8 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
     check_load(config, rate, max_rate)
-    out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate)
+    out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate,
+                         spec.fixed_prompt)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {
         "preset": preset.name,
@@ -415,7 +419,8 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     if rate > 0:
         result.update(rate=rate, load=out["load"],
                       offered_tokens_per_s=out["offered_tokens_per_s"],
-                      fluid_slope_tokens_per_s=out["fluid_slope_tokens_per_s"])
+                      fluid_slope_tokens_per_s=out["fluid_slope_tokens_per_s"],
+                      verdict=out["theory_verdict"], verdict_reason=out["theory_verdict_reason"])
     if out["kmax_region"] is not None:
         result["kmax_region"] = out["kmax_region"]
     return result

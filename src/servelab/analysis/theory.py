@@ -1,9 +1,12 @@
-"""The theory printed beside every run: capacity, load, fluid slope, and the k_max region.
+"""The theory printed beside every run: capacity, load, fluid slope, the k_max region, and the
+one answer they give.
 
 This is Li-Dai-Peng Theorem 2 made concrete: mu = max_n n/t(n) tokens/s, lambda* = mu / W with
 W the token slots per request, load rho = lambda/lambda*, and above capacity the fluid backlog
 grows at lambda*W - mu tokens/s. With a request cap k_max the region is two-dimensional
-(``capacity.kmax_region``) and its gauge replaces rho as the stability criterion.
+(``capacity.kmax_region``): it has its own lambda* along the workload's mix, it decides the
+answer, and the fluid slope comes from it. ``load`` and ``capacity`` stay the token-capacity
+(b_max alone) numbers, so ``--load`` means the same with and without a cap.
 """
 
 from __future__ import annotations
@@ -22,6 +25,44 @@ def request_capacity(
     return mu, mu / work_per_request(m_p, m_d, convention), n_star
 
 
+def fluid_slope(rate: float, max_rate: float, work: float) -> float:
+    """Backlog growth in tokens/s: requests arrive at ``rate`` and finish at most at
+    ``max_rate``, each carrying ``work`` token slots."""
+    return max(0.0, (rate - max_rate) * work)
+
+
+def prompt_assumption(m_p: float, fixed_prompt: bool) -> str:
+    """What the k_max region assumes about prompt lengths, said where it is printed."""
+    if fixed_prompt:
+        return f"every prompt has {m_p:g} tokens"
+    return f"prompt lengths vary; every prompt taken to have the mean {m_p:g} tokens"
+
+
+def theory_verdict(load: float, region_decides: bool, fixed_prompt: bool) -> tuple[str, str]:
+    """(verdict, reason): the theory's one answer for this load.
+
+    Without a request cap ``load`` is rho and Theorem 2 decides. With one (``region_decides``)
+    it is the region's 2-D load. Outside, no policy serves the load (the region is an outer
+    bound). Inside only means *some* batch mix could: one whose chunks tile the prompts (a cut
+    remainder costs a slot the region does not count), and a work-conserving policy with a
+    large budget can diverge inside it (Li-Dai-Peng point C).
+    """
+    if not region_decides:
+        if load < 1:
+            return "stable", (f"load {load:.4f} < 1: every work-conserving scheduler is stable "
+                              "(Li-Dai-Peng Theorem 2)")
+        return "unstable", (f"load {load:.4f} >= 1: more tokens arrive than the token capacity "
+                            "serves, so no scheduler can keep up")
+    caveat = "" if fixed_prompt else " (if every prompt had the mean length)"
+    if load >= 1:
+        return "unstable", (f"outside the k_max region (2-D load {load:.4f} >= 1): no scheduler "
+                            f"can serve it{caveat}")
+    return "feasible", (f"inside the k_max region (2-D load {load:.4f} < 1): a mix of batches "
+                        f"whose prefill chunks tile the prompts can serve it{caveat}; a "
+                        "work-conserving policy with a large budget may still diverge "
+                        "(Li-Dai-Peng point C)")
+
+
 def theory_summary(
     timing: TimingModel,
     budget: int,
@@ -30,8 +71,12 @@ def theory_summary(
     m_d: float,
     convention: str,
     rate: float,
+    fixed_prompt: bool,
 ) -> dict[str, Any]:
-    """The capacity block, load and fluid slope for a run at ``rate`` requests/s."""
+    """The capacity block, load, fluid slope, k_max region and verdict at ``rate`` requests/s.
+
+    A rate of 0 (the theory alone) gives no verdict and no offered point.
+    """
     mu, max_rate, n_star = request_capacity(timing, budget, m_p, m_d, convention)
     work = work_per_request(m_p, m_d, convention)
     offered = rate * work
@@ -45,18 +90,25 @@ def theory_summary(
             "work_per_request_tokens": work,
         },
         "offered_tokens_per_s": offered,
-        "fluid_slope_tokens_per_s": max(0.0, offered - mu),
+        "fluid_slope_tokens_per_s": fluid_slope(rate, max_rate, work),
         "kmax_region": None,
     }
+    deciding_load = out["load"]
     if kmax is not None:
-        region = kmax_region(timing, budget, kmax)
-        decode_slots = m_d - (1 if convention == "engine" else 0)
-        offered_2d = (rate * m_p, rate * decode_slots)
-        load_2d = region.load(*offered_2d)
-        out["kmax_region"] = {
-            **region.to_dict(),
-            "offered_tokens_per_s": list(offered_2d),
-            "load": load_2d,
-            "inside": load_2d < 1.0,
-        }
+        region = kmax_region(timing, budget, kmax, m_p)
+        decode_slots = work - m_p
+        region_rate = 1 / region.load(m_p, decode_slots)
+        block = {**region.to_dict(), "assumption": prompt_assumption(m_p, fixed_prompt),
+                 "max_rate": region_rate}
+        if rate > 0:
+            offered_2d = (rate * m_p, rate * decode_slots)
+            deciding_load = region.load(*offered_2d)
+            out["fluid_slope_tokens_per_s"] = fluid_slope(rate, region_rate, work)
+            block.update(offered_tokens_per_s=list(offered_2d), load=deciding_load,
+                         inside=deciding_load < 1.0,
+                         fluid_slope_tokens_per_s=out["fluid_slope_tokens_per_s"])
+        out["kmax_region"] = block
+    if rate > 0:
+        out["theory_verdict"], out["theory_verdict_reason"] = theory_verdict(
+            deciding_load, kmax is not None, fixed_prompt)
     return out

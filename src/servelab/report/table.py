@@ -27,6 +27,12 @@ def _num(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _engine_line(s: dict[str, Any]) -> str:
+    kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
+    return (f"engine    {s['preset']} ({s['timing']}), b_max={s['budget']}{kmax}, "
+            f"convention={s['convention']}")
+
+
 def _workload_line(s: dict[str, Any]) -> str:
     w = s["workload"]
     if "trace" in w:
@@ -37,25 +43,34 @@ def _workload_line(s: dict[str, Any]) -> str:
             f"{s['mean_decode_tokens']:.1f} tokens; {s['rate']:.3f} req/s; seed {w['seed']}")
 
 
+def _region_limit(region: dict[str, Any]) -> str:
+    """The k_max region's request capacity and the prompt length it assumed."""
+    return (f"{region['assumption']}: at most {region['max_rate']:.4f} req/s at this "
+            "prefill:decode mix")
+
+
+def _answer(verdict: str, reason: str) -> str:
+    """The theory's verdict as every command prints it, once."""
+    return f"{verdict.upper()}: {reason}"
+
+
 def theory_lines(s: dict[str, Any]) -> list[str]:
-    """The engine, workload and capacity lines shared by simulate and compare."""
+    """The engine, workload, capacity and theory-verdict lines shared by simulate and compare."""
     cap = s["capacity"]
-    kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
-    lines = [
-        f"engine    {s['preset']} ({s['timing']}), b_max={s['budget']}{kmax}, "
-        f"convention={s['convention']}",
-        _workload_line(s),
-        f"theory    capacity {cap['tokens_per_s']:,.1f} tokens/s = {cap['max_rate']:.3f} req/s "
-        f"({cap['work_per_request_tokens']:g} token slots per request); load "
-        f"{s['load']:.3f}; fluid backlog slope {s['fluid_slope_tokens_per_s']:,.1f} tokens/s",
-    ]
     region = s.get("kmax_region")
+    capacity = (f"capacity {cap['tokens_per_s']:,.1f} tokens/s = {cap['max_rate']:.3f} req/s "
+                f"({cap['work_per_request_tokens']:g} token slots per request); load "
+                f"{s['load']:.3f}")
+    slope = f"fluid backlog slope {s['fluid_slope_tokens_per_s']:,.1f} tokens/s"
+    lines = [_engine_line(s), _workload_line(s)]
     if region:
-        inside = "inside" if region["inside"] else "OUTSIDE"
         px, dx = region["offered_tokens_per_s"]
-        lines.append(f"          k_max region: offered (prefill {px:,.1f}, decode {dx:,.1f}) "
-                     f"tokens/s is {inside} the stability region (2-D load "
-                     f"{region['load']:.3f})")
+        lines += [f"theory    token {capacity} (b_max alone)",
+                  f"          k_max region, {_region_limit(region)}; offered (prefill "
+                  f"{px:,.1f}, decode {dx:,.1f}) tokens/s, 2-D load {region['load']:.3f}; {slope}"]
+    else:
+        lines.append(f"theory    {capacity}; {slope}")
+    lines.append(f"          {_answer(s['theory_verdict'], s['theory_verdict_reason'])}")
     return lines
 
 
@@ -80,15 +95,17 @@ def measured_lines(s: dict[str, Any]) -> list[str]:
     lines = [f"measured  verdict {s['verdict'].upper()}: {s['verdict_reason']}"]
     if _known(s["served_tokens_per_s"]):  # the window was measured
         ci_lo, ci_hi = s["backlog_slope_ci95_tokens_per_s"]
+        region = s.get("kmax_region")  # with a request cap, loads are the region's
+        load, nominal_load = ("2-D load", region["load"]) if region else ("load", s["load"])
         lines += [
             f"          over {lo:,.1f}-{hi:,.1f} s: backlog slope "
             f"{_num(s['backlog_slope_tokens_per_s'])} ± "
             f"{_num(s['backlog_slope_stderr_tokens_per_s'])} tokens/s (95%: {_num(ci_lo)} to "
             f"{_num(ci_hi)}); served {_num(s['served_tokens_per_s'])} tokens/s",
-            f"          arrived {s['realised_rate']:.3f} req/s (load {s['realised_load']:.3f}, "
+            f"          arrived {s['realised_rate']:.3f} req/s ({load} {s['realised_load']:.3f}, "
             f"{_num(s['realised_offered_tokens_per_s'])} tokens/s), so fluid slope "
             f"{_num(s['realised_fluid_slope_tokens_per_s'])} tokens/s; nominal "
-            f"{s['rate']:.3f} req/s (load {s['load']:.3f}), fluid "
+            f"{s['rate']:.3f} req/s ({load} {nominal_load:.3f}), fluid "
             f"{_num(s['fluid_slope_tokens_per_s'])}",
         ]
     return lines
@@ -186,24 +203,25 @@ def presets_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def capacity_text(c: dict[str, Any]) -> str:
+    """The theory alone; with a rate, one verdict line (the k_max region's when there is one)."""
+    region = c.get("kmax_region")
+    alone = " (b_max alone)" if region else ""
     lines = [
-        f"engine    {c['preset']} ({c['timing']}), b_max={c['budget']}, "
-        f"convention={c['convention']}",
+        _engine_line(c),
         f"workload  mean {c['mean_prefill_tokens']:.1f} prefill + {c['mean_decode_tokens']:.1f} "
         f"decode tokens ({c['work_per_request_tokens']:g} token slots per request)",
         f"capacity  {c['tokens_per_s']:,.1f} tokens/s at {c['batch_tokens_at_capacity']} tokens "
-        f"per batch = {c['max_rate']:.4f} requests/s",
+        f"per batch = {c['max_rate']:.4f} requests/s{alone}",
     ]
-    if "load" in c:
-        verdict = "stable" if c["load"] < 1 else "unstable"
-        lines.append(f"load      {c['rate']:.4f} req/s is load {c['load']:.4f}: work-conserving "
-                     f"schedulers are {verdict} by Theorem 2; fluid backlog slope "
-                     f"{c['fluid_slope_tokens_per_s']:,.1f} tokens/s")
-    region = c.get("kmax_region")
     if region:
         vertices = ", ".join(f"({x:,.1f}, {y:,.1f})" for x, y in region["vertices_tokens_per_s"])
-        lines.append(f"k_max={c['kmax']}: region vertices (prefill, decode) tokens/s: {vertices}")
-        if "load" in c:
-            inside = "inside" if region["inside"] else "outside"
-            lines.append(f"          offered point is {inside} (2-D load {region['load']:.4f})")
+        lines += [f"k_max     region vertices (prefill, decode) tokens/s: {vertices}",
+                  f"          {_region_limit(region)}"]
+    if "load" in c:
+        load = f"load {c['load']:.4f} of the token capacity"
+        if region:
+            load += f", 2-D load {region['load']:.4f} in the k_max region"
+        lines += [f"load      {c['rate']:.4f} req/s: {load}; fluid backlog slope "
+                  f"{c['fluid_slope_tokens_per_s']:,.1f} tokens/s",
+                  f"verdict   {_answer(c['verdict'], c['verdict_reason'])}"]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import numpy as np
 from servelab.errors import ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
-from servelab.workload.lengths import LengthDist, parse_lengths
+from servelab.workload.lengths import Fixed, LengthDist, parse_lengths
 from servelab.workload.trace import Trace, load_trace
 
 
@@ -65,6 +65,13 @@ class WorkloadSpec:
     @property
     def mean_output(self) -> float:
         return float(self.trace.decode.mean()) if self.trace else self.decode.mean
+
+    @property
+    def fixed_prompt(self) -> bool:
+        """Every prompt has the same length: the k_max region then assumes the real one."""
+        if self.trace is not None:
+            return bool((self.trace.prefill == self.trace.prefill[0]).all())
+        return isinstance(self.prefill, Fixed)
 
     def describe(self) -> dict[str, object]:
         if self.trace is not None:

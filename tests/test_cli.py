@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -189,6 +190,21 @@ def test_simulate_states_the_theory_answer_once(kmax: list[str]) -> None:
     assert sum(x.endswith(fluid) for x in measured) == 1
     if kmax:
         assert s["fluid_slope_tokens_per_s"] == s["kmax_region"]["fluid_slope_tokens_per_s"] > 0
+
+
+def test_results_get_the_permissions_of_any_new_file(tmp_path: Path) -> None:
+    """Written under a private temporary name, results must not stay private after the
+    rename: the folder and plot get what the umask gives a plain create."""
+    umask = os.umask(0o022)
+    try:
+        out, plot = tmp_path / "cmp", tmp_path / "plot.png"
+        assert run("compare", "--schedulers", "sarathi", *SMALL, "--out", str(out)).returncode == 0
+        assert run("compare", "--schedulers", "sarathi", *SMALL, "--plot", str(plot)).returncode \
+            == 0
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert plot.stat().st_mode & 0o777 == 0o644
 
 
 def test_simulate_out_writes_three_files(tmp_path: Path) -> None:

@@ -174,6 +174,17 @@ def _as_config_error(field: str, path: Path) -> Iterator[None]:
         raise ConfigError(field, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _as_if_created(path: Path, mode: int) -> None:
+    """Give a temporary file or folder the permissions a plain create would have had.
+
+    ``tempfile`` makes them private (0600 / 0700), and the rename would keep that; results
+    are meant to be shared like any file the user writes, so apply the umask instead.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
+
+
 def write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
     """Let ``fill`` write into a temporary directory, then move it to ``out_dir`` whole.
 
@@ -185,6 +196,7 @@ def write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
         try:
+            _as_if_created(tmp, 0o777)
             fill(tmp)
             if out_dir.exists():
                 out_dir.rmdir()  # empty, checked above
@@ -204,6 +216,7 @@ def write_file_atomically(path: Path, write: Callable[[Path], None], field: str)
                                         dir=path.resolve().parent)
         os.close(handle)
         try:
+            _as_if_created(Path(name), 0o666)
             write(Path(name))
             os.replace(name, path)
         except BaseException:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -73,7 +74,7 @@ def run_one(cell: Cell, seed: int) -> tuple[str, int, bool | None, float]:
     s = servelab.simulate({**cell.config, "scheduler": cell.scheduler, "load": cell.load,
                            "seed": seed}).summary
     covered = None
-    if s["work_conserving"] and s["served_tokens_per_s"] is not None:
+    if s["work_conserving"] and math.isfinite(s["served_tokens_per_s"]):
         lo, hi = s["backlog_slope_ci95_tokens_per_s"]
         truth = 0.0 if cell.stable else s["fluid_slope_tokens_per_s"]
         covered = lo <= truth <= hi

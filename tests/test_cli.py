@@ -174,7 +174,7 @@ def test_unstable_runs_warn_that_latencies_describe_survivors(tmp_path: Path) ->
 def test_simulate_states_the_theory_answer_once(kmax: list[str]) -> None:
     """The theory's verdict (Theorem 2's, or the k_max region's) is one line of the theory
     block, and the measured line's fluid slope is the one that verdict rests on."""
-    args = ["--rate", "10", "--requests", "3000", *kmax]  # long enough to be measured
+    args = ["--rate", "10", "--requests", "6000", *kmax]  # long enough to be measured
     s = ok_json("simulate", *args)
     text = run("simulate", *args).stdout.splitlines()
     theory = text[text.index(next(x for x in text if x.startswith("theory"))):
@@ -269,6 +269,20 @@ def test_trace_and_preset_file(tmp_path: Path) -> None:
     assert s["preset"] == "my-gpu" and s["budget"] == 256
     assert s["completed"] + s["in_flight"] == 100
     assert s["rate"] == pytest.approx(99 / (99 * 0.2))
+    longer = run("simulate", "--trace", str(trace), "--requests", "101")
+    assert longer.returncode == 2
+    assert longer.stderr == "error: requests: the trace has 100 requests, fewer than the 101 " \
+                            "asked for\n"
+
+
+def test_an_auto_run_checks_every_prompt_it_may_draw_before_any_work(tmp_path: Path) -> None:
+    """Found by review: vllm never splits a prompt; a 599-token one beyond the first auto step
+    used to end a finished comparison with an error and lose it."""
+    out = tmp_path / "o3"
+    proc = run("compare", "--schedulers", "sarathi,vllm", "--load", "0.6", "--prefill",
+               "lognormal:median=100,sigma=0.5", "--budget", "590", "--out", str(out))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: prefill: a prompt of ")
+    assert "an auto run may draw" in proc.stderr and not out.exists()
 
 
 BAD_INPUTS = [
@@ -291,6 +305,7 @@ BAD_INPUTS = [
     (["simulate", "--rate", "1", "--requests", "100", "--max-requests", "1000"], "max_requests"),
     (["simulate", "--rate", "1", "--duration", "10", "--max-requests", "1000"], "max_requests"),
     (["simulate", "--rate", "1", "--max-requests", "0"], "max_requests"),
+    (["simulate", "--load", "0.9", "--max-requests", "1"], "max_requests"),
     (["simulate", "--rate", "1", "--scheduler", "vllm", "--prefill", "600"], "prefill"),
     (["simulate", "--rate", "1", "--bogus"], "arguments"),
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),

@@ -461,3 +461,10 @@ def test_walks_over_finished_entries_trigger_compaction() -> None:
         pool.serve(k, now)
     assert len(pool._order) == pool.size, "the finished band was never compacted away"
     assert [r.id for r in pool][:3] == [0, 1, 2 + dead]
+
+
+def test_a_subnormal_horizon_does_not_overflow_the_backlog_grid() -> None:
+    """Found by hypothesis: a horizon of 1e-310 s made the sample grid step underflow to 0."""
+    engine = Engine(make_scheduler("sarathi"), Constant(1.0), 16)
+    rec = engine.run([0.0, 1e-3], [1, 1], [1, 1], horizon=1e-310)
+    assert rec.iterations == 1 and len(rec.backlog_time) == 1

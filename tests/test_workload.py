@@ -315,7 +315,7 @@ def test_trace_loads_sorted_stably_ignoring_extra_columns(tmp_path: Path) -> Non
     trace = load_trace(path)
     assert len(trace) == 4
     assert trace.path == str(path)
-    np.testing.assert_array_equal(trace.arrived_at, [0.5, 1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(trace.arrived_at, [0.0, 0.5, 1.5, 1.5])  # from the first
     np.testing.assert_array_equal(trace.prefill, [100, 150, 200, 300])
     np.testing.assert_array_equal(trace.decode, [5, 3, 7, 9])
     assert trace.prefill.dtype == trace.decode.dtype == np.int64

@@ -156,7 +156,8 @@ def check_run_length(
         assert count is not None  # prepare gives a count to a run with neither
         horizon = count / rate
     clock_field = "duration" if config.duration is not None else _rate_field(config)
-    length_field = "requests" if config.requests is not None else clock_field
+    length_field = ("max_requests" if config.max_requests is not None
+                    else "requests" if config.requests is not None else clock_field)
     span = max(horizon, 1 / rate)  # the first arrival comes at about 1/rate
     if span > MAX_CLOCK_S:
         raise ConfigError(
@@ -199,6 +200,9 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     nominal = rate if rate is not None else spec.trace.mean_rate  # None: a trace's own pace
     check_load(config, nominal, max_rate)
     first = config.requests if isinstance(config.requests, int) else None
+    if spec.trace is not None and first is not None and first > len(spec.trace):
+        raise ConfigError("requests", f"the trace has {len(spec.trace):,} requests, fewer than "
+                                      f"the {first:,} asked for")
     if config.auto:
         first = min(AUTO_START, config.request_cap)
     check_run_length(config, spec, nominal, first, batch_tokens / tokens_per_s)
@@ -224,21 +228,28 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
 
 
 def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
-    """Make the policy and refuse, before running, a workload it could never serve."""
+    """Make the policy and refuse, before running, a workload it could never serve.
+
+    A policy that never splits a prompt cannot serve one longer than the budget. An auto run
+    may grow to ``auto_cap`` requests, so all of those are checked now, not when a later step
+    draws them (and a finished comparison would be lost to the error).
+    """
     scheduler = make_scheduler(name, **scheduler_options(scenario.config))
-    _check_prompts_fit(scheduler, scenario.workload, scenario.budget)
+    if scheduler.whole_prefill:
+        c = scenario.config
+        prompts = (scenario.stream.first(scenario.auto_cap) if c.auto
+                   else scenario.workload).prompt
+        longest = int(prompts.max())
+        if longest > scenario.budget:
+            where = (f" (request {int(prompts.argmax()) + 1:,} of the up to "
+                     f"{scenario.auto_cap:,} an auto run may draw)" if c.auto else "")
+            raise ConfigError(
+                "prefill",
+                f"a prompt of {longest} tokens{where} exceeds the token budget "
+                f"{scenario.budget}, and {name} never splits a prompt, so it could never be "
+                "scheduled (use --chunked-prefill or a larger --budget)",
+            )
     return scheduler
-
-
-def _check_prompts_fit(scheduler: Scheduler, workload: Workload, budget: int) -> None:
-    longest = int(workload.prompt.max())
-    if scheduler.whole_prefill and longest > budget:
-        raise ConfigError(
-            "prefill",
-            f"a prompt of {longest} tokens exceeds the token budget {budget}, and "
-            f"{scheduler.name} never splits a prompt, so it could never be scheduled "
-            "(use --chunked-prefill or a larger --budget)",
-        )
 
 
 def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
@@ -257,13 +268,17 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
     while (c.auto and result.summary["verdict"] == "inconclusive"
            and len(workload) < scenario.auto_cap):
         workload = scenario.stream.first(min(scenario.auto_cap, 2 * len(workload)))
-        _check_prompts_fit(scheduler, workload, scenario.budget)
         result = _run_once(scenario, scheduler, workload)
         steps.append(len(workload))
     summary = result.summary
     summary["run_length"] = _run_length(scenario, steps)
     if c.auto and summary["verdict"] == "inconclusive":
         summary["verdict_reason"] = _unresolved(summary, scheduler, scenario.auto_cap)
+    if summary["verdict"] == "stable" and summary.get("theory_verdict") == "unstable":
+        summary["verdict_reason"] += (
+            f"; but the theory says no scheduler keeps up at this load: the backlog grows "
+            f"({summary['fluid_slope_tokens_per_s']:,.1f} tokens/s in the fluid limit), only "
+            "slower than the tolerance, so treat a load this close to capacity as unstable")
     summary["wall_s"] = time.perf_counter() - started
     return result
 
@@ -285,8 +300,10 @@ def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
     boundary = "the k_max region's boundary" if region else "capacity"
     measured = math.isfinite(summary["served_tokens_per_s"])  # not stopped by a guard
     if scheduler.work_conserving and abs(load - 1) < 0.05 and measured:
-        return (f"load {load:.3f} is within {abs(load - 1):.1%} of {boundary}; {cap:,} "
-                f"requests cannot resolve it ({summary['verdict_reason']})")
+        near = (f"is within {abs(load - 1):.1%} of {boundary}" if abs(load - 1) >= 5e-4
+                else f"is at {boundary}")
+        return (f"load {load:.3f} {near}; {cap:,} requests cannot resolve it "
+                f"({summary['verdict_reason']})")
     return f"{summary['verdict_reason']}, even at {cap:,} requests (the auto run's cap)"
 
 

@@ -26,8 +26,10 @@ Two facts make the verdict trustworthy (docs/model.md, "The stability verdict"):
 engine kept up with arrivals at least as heavy as the nominal ones, bar a tolerance. ``unstable``:
 the backlog grew (its 95 % interval lies above zero) *and* the engine served less than the
 nominal offered rate by more than the tolerance, with the served rate's 95 % margin. Anything
-else is ``inconclusive``, as is a window shorter than a lone request's life or one that starts
-before the engine can have filled up.
+else is ``inconclusive``, as is a window shorter than a lone request's life, or shorter than
+``BLOCKS`` lives of a request in full batches: its blocks would then be too short for their
+increments to be independent (the backlog relaxes over about one such life), and it would start
+(at H/2, its own length) before the requests in flight have settled.
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ MIN_SAMPLES_PER_BLOCK = 2
 
 
 def _tokens(rate: float) -> str:
-    """A token rate for a reason string: one decimal, or three digits when below 1."""
-    return f"{rate:,.1f}" if abs(rate) >= 1 or rate == 0 else f"{rate:.3g}"
+    """A token rate for a reason string: one decimal, or three digits when below 1 (0 when it
+    is only float noise)."""
+    if abs(rate) >= 1 or abs(rate) < 1e-6:
+        return f"{rate:,.1f}".replace("-0.0", "0.0")
+    return f"{rate:.3g}"
 
 
 @dataclass(frozen=True)
@@ -149,10 +154,12 @@ def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guar
         return inconclusive(
             f"the verdict window ({end - start:,.1f} s) is shorter than the "
             f"{guards.lone_request_s:,.1f} s a lone request needs to finish")
-    if start < guards.full_batches_s:
+    if end - start < BLOCKS * guards.full_batches_s:
         return inconclusive(
-            f"the window starts at {start:,.1f} s, before the engine can have filled up "
-            f"(a request needs up to {guards.full_batches_s:,.1f} s when every batch is full)")
+            f"the verdict window ({end - start:,.1f} s) is shorter than {BLOCKS} times a "
+            f"request's life when every batch is full ({guards.full_batches_s:,.1f} s): its "
+            "blocks would be too short to be independent, and it would start before the "
+            "requests in flight have settled")
     t = series.sample_time_s
     inside = np.flatnonzero((t >= start) & (t <= end))
     if len(inside) < BLOCKS * MIN_SAMPLES_PER_BLOCK + 1:
@@ -195,7 +202,8 @@ def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guar
     else:
         verdict, reason = "inconclusive", (
             f"the backlog neither clearly keeps up nor clearly grows: growth at the nominal "
-            f"rate {_tokens(growth)} ± {_tokens(T_CRITICAL * stderr)} tokens/s against a tolerance "
-            f"of {_tokens(threshold)}")
+            f"rate {_tokens(growth)} tokens/s, 95% interval "
+            f"{_tokens(growth - T_CRITICAL * stderr)} to {_tokens(growth + T_CRITICAL * stderr)}, "
+            f"against a tolerance of {_tokens(threshold)}")
     return Verdict(verdict, reason, threshold_tokens_per_s=threshold,
                    offered_tokens_per_s=offered_tokens_per_s, **measured)

@@ -12,6 +12,11 @@ from typing import Any
 LATENCY_ROWS = (("TTFT", "ttft_ms"), ("TBT", "tbt_ms"), ("TPOT", "tpot_ms"), ("E2E", "e2e_ms"))
 
 
+def _rate(value: float) -> str:
+    """A rate or load: three decimals, or three significant digits when small."""
+    return f"{value:.3f}" if abs(value) >= 0.1 or value == 0 else f"{value:.3g}"
+
+
 def _known(value: float | None) -> bool:
     """Not missing: the library says NaN, its JSON null."""
     return value is not None and value == value
@@ -40,7 +45,7 @@ def _workload_line(s: dict[str, Any]) -> str:
     else:
         source = f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
     return (f"workload  {source}; mean {s['mean_prefill_tokens']:.1f} + "
-            f"{s['mean_decode_tokens']:.1f} tokens; {s['rate']:.3f} req/s; seed {w['seed']}")
+            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; seed {w['seed']}")
 
 
 def _region_limit(region: dict[str, Any]) -> str:
@@ -58,9 +63,9 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
     """The engine, workload, capacity and theory-verdict lines shared by simulate and compare."""
     cap = s["capacity"]
     region = s.get("kmax_region")
-    capacity = (f"capacity {cap['tokens_per_s']:,.1f} tokens/s = {cap['max_rate']:.3f} req/s "
+    capacity = (f"capacity {cap['tokens_per_s']:,.1f} tokens/s = {_rate(cap['max_rate'])} req/s "
                 f"({cap['work_per_request_tokens']:g} token slots per request); load "
-                f"{s['load']:.3f}")
+                f"{_rate(s['load'])}")
     slope = f"fluid backlog slope {s['fluid_slope_tokens_per_s']:,.1f} tokens/s"
     lines = [_engine_line(s), _workload_line(s)]
     if region:
@@ -102,10 +107,11 @@ def measured_lines(s: dict[str, Any]) -> list[str]:
             f"{_num(s['backlog_slope_tokens_per_s'])} ± "
             f"{_num(s['backlog_slope_stderr_tokens_per_s'])} tokens/s (95%: {_num(ci_lo)} to "
             f"{_num(ci_hi)}); served {_num(s['served_tokens_per_s'])} tokens/s",
-            f"          arrived {s['realised_rate']:.3f} req/s ({load} {s['realised_load']:.3f}, "
+            f"          arrived {_rate(s['realised_rate'])} req/s "
+            f"({load} {_rate(s['realised_load'])}, "
             f"{_num(s['realised_offered_tokens_per_s'])} tokens/s), so fluid slope "
             f"{_num(s['realised_fluid_slope_tokens_per_s'])} tokens/s; nominal "
-            f"{s['rate']:.3f} req/s ({load} {nominal_load:.3f}), fluid "
+            f"{_rate(s['rate'])} req/s ({load} {_rate(nominal_load)}), fluid "
             f"{_num(s['fluid_slope_tokens_per_s'])}",
         ]
     return lines
@@ -125,7 +131,7 @@ def simulate_text(s: dict[str, Any]) -> str:
     lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s), *measured_lines(s)]
     lines += [
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
-        f"{s['throughput']['requests_per_s']:.3f} req/s; {s['completed']:,} completed, "
+        f"{_rate(s['throughput']['requests_per_s'])} req/s; {s['completed']:,} completed, "
         f"{s['in_flight']:,} in flight, {s['iterations']:,} iterations, "
         f"{s['mean_batch_tokens']:.1f} tokens/batch",
         run_line(s),

@@ -134,7 +134,8 @@ class Engine:
         duration = self.timing.duration
         batches: list[BatchRecord] | None = [] if self.record_batches else None
 
-        sample_dt = horizon / BACKLOG_SAMPLES if horizon > 0 else 1.0
+        # At least a picosecond: a subnormal horizon would make the grid overflow to infinity.
+        sample_dt = max(horizon / BACKLOG_SAMPLES, 1e-12)
         next_sample = 0.0
         s_time: list[float] = []
         s_tokens: list[int] = []

@@ -126,7 +126,8 @@ def load_trace(path: str | Path, field: str = "trace") -> Trace:
     """Load a Vidur/Splitwise trace, sorting rows stably by arrival time.
 
     A trace needs two distinct arrival times: its rate, which ``--load`` and ``--rate`` rescale
-    and the theory uses, is (n - 1) over the time between its first and last arrivals.
+    and the theory uses, is (n - 1) over the time between its first and last arrivals. Its
+    clock is shifted so that the first request arrives at time 0.
     """
     table = read_csv(Path(path), TRACE_COLUMNS, field)
     if not len(table):
@@ -141,4 +142,7 @@ def load_trace(path: str | Path, field: str = "trace") -> Trace:
         raise ConfigError(field, f"{path}: a trace needs at least 2 requests with distinct "
                                  "arrival times, or it has no rate")
     order = np.argsort(arrived_at, kind="stable")
-    return Trace(str(path), arrived_at[order], tokens[0][order], tokens[1][order])
+    # The simulated clock starts at the first arrival: a trace cut from the middle of a day
+    # would otherwise begin with hours of idle engine, which no measurement should average in.
+    start = arrived_at[order[0]]
+    return Trace(str(path), arrived_at[order] - start, tokens[0][order], tokens[1][order])

@@ -4,7 +4,6 @@ The modules below run once per iteration or per request. Compiled, the engine si
 2 times as many requests per second (docs/performance.md). ``SERVELAB_PURE=1`` skips
 compilation, and the package then runs from the same sources unchanged, only slower. There is
 no silent fallback: without a C compiler the build fails until ``SERVELAB_PURE=1`` is set.
-``Batch`` stays interpreted: compiling it gained little, and plain-Python code may subclass it.
 """
 
 import os
@@ -12,11 +11,15 @@ import os
 from setuptools import setup
 
 COMPILED_MODULES = [
+    "src/servelab/core/batch.py",
     "src/servelab/core/request.py",
     "src/servelab/schedulers/base.py",
     "src/servelab/schedulers/kfcfs.py",
     "src/servelab/sim/decode_pool.py",
     "src/servelab/sim/engine.py",
+    "src/servelab/sim/loop.py",
+    "src/servelab/sim/run.py",
+    "src/servelab/sim/waiting.py",
 ]
 
 ext_modules = []

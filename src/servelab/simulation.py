@@ -41,6 +41,7 @@ from servelab.results import BacklogSeries, RequestTable, SimResult
 from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
+from servelab.sim.run import run_engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
 from servelab.workload.build import (
     RequestStream,
@@ -313,14 +314,16 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
                     scenario.convention, c.record_batches)
     horizon = scenario.horizon(w)
-    rec = engine.run(w.arrival, w.prompt, w.output, horizon, c.drain)
+    rec = run_engine(engine, w.arrival, w.prompt, w.output, horizon, c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
                             rec.finish[: rec.admitted], w.prompt[: rec.admitted],
                             w.output[: rec.admitted])
-    backlog = BacklogSeries(rec.backlog_time, rec.backlog_tokens, rec.backlog_requests)
+    sampled = rec.backlog
+    backlog = BacklogSeries(np.asarray(sampled.time), np.asarray(sampled.tokens),
+                            np.asarray(sampled.requests))
     theory = scenario.theory
     work = w.prompt + w.output - (1 if scenario.convention == "engine" else 0)
-    series = RunSeries(rec.backlog_time, rec.backlog_served, w.arrival, work, horizon)
+    series = RunSeries(backlog.time_s, np.asarray(sampled.served), w.arrival, work, horizon)
     verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
     done = np.isfinite(requests.finish_s)  # every latency statistic: completed requests only

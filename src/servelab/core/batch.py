@@ -1,24 +1,49 @@
 """A batch is what one engine iteration processes: prefill chunks plus decode tokens.
 
-Decodes are named as "the first ``decode_first`` requests in decode order" instead of a list,
-because every policy in the papers serves decoders oldest first; the engine can then serve a
-batch without touching each decoding request (see ``sim.decode_pool``).
+Decoders can be named two ways, and a scheduler declares which it uses
+(``Scheduler.decode_order``):
+
+- ``decode_first = k``: the k requests that entered decode earliest. Every policy of the
+  Li-Dai-Peng paper serves decoders oldest first, and this form lets the engine serve a batch
+  without touching each decoding request (see ``sim.decode_pool``);
+- ``decode = [requests]``: an explicit list, in any order (deadline order, newest first), for
+  policies that choose decoders one by one. The engine then serves exactly those.
+
+``preempt`` lists decoding requests to evict before the batch runs: each loses its KV state
+and goes back to the front of the waiting queue, to prefill its prompt and its output so far
+again (recompute preemption).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, SupportsIndex
+
+from mypy_extensions import mypyc_attr
+
 from servelab.core.request import Request
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Batch:
-    """``prefill``: ``(request, tokens)`` chunks; ``decode_first``: how many decoders are
-    served, oldest first."""
+    """``prefill``: ``(request, tokens)`` chunks; decoders as ``decode_first`` or ``decode``.
 
-    __slots__ = ("decode_first", "prefill")
+    Compiled (one is made per iteration), with its fields typed loosely on purpose: a policy
+    may hand numpy integers, and the engine converts and validates everything it reads.
+    """
 
-    def __init__(self, prefill: list[tuple[Request, int]], decode_first: int = 0) -> None:
-        self.prefill = prefill
-        self.decode_first = decode_first
+    def __init__(
+        self,
+        prefill: list[tuple[Request, int]],
+        decode_first: SupportsIndex = 0,
+        *,
+        decode: Sequence[Request] | None = None,
+        preempt: Sequence[Request] | None = None,
+    ) -> None:
+        self.prefill: Any = prefill
+        self.decode_first: Any = decode_first
+        self.decode: Any = decode
+        self.preempt: Any = preempt
 
     @property
     def prefill_tokens(self) -> int:
@@ -26,16 +51,20 @@ class Batch:
 
     @property
     def decode_tokens(self) -> int:
-        return self.decode_first
+        return int(self.decode_first) if self.decode is None else len(self.decode)
 
     @property
     def num_tokens(self) -> int:
-        return self.prefill_tokens + self.decode_first
+        return self.prefill_tokens + self.decode_tokens
 
     @property
     def num_seqs(self) -> int:
-        return len(self.prefill) + self.decode_first
+        return len(self.prefill) + self.decode_tokens
 
     def __repr__(self) -> str:
         chunks = ", ".join(f"{r.id}:{n}" for r, n in self.prefill)
-        return f"Batch(prefill=[{chunks}], decode_first={self.decode_first})"
+        decodes = (f"decode_first={self.decode_first}" if self.decode is None
+                   else f"decode=[{', '.join(str(r.id) for r in self.decode)}]")
+        evicted = ("" if not self.preempt
+                   else f", preempt=[{', '.join(str(r.id) for r in self.preempt)}]")
+        return f"Batch(prefill=[{chunks}], {decodes}{evicted})"

@@ -1,69 +1,82 @@
 """A request as both the simulator and a real engine see it.
 
-The scheduler-visible state is the prompt length and how much of it has been computed; the true
-output length is present only so the engine can tell when a request finishes. A scheduler must
-not read ``output_tokens`` unless it declares itself clairvoyant (see ``Scheduler.clairvoyant``).
+A request carries what a scheduler may know: its prompt length, how much of it is still to
+prefill, and where it is in its life (``status``). Its progress in decode (tokens emitted, the
+last token's time) belongs to the engine that serves it and is read through the engine's view
+(``progress``), so it is the same for every way a batch names its decoders.
+
+``output_tokens`` is the true output length: the simulated engine needs it to know when a
+request finishes; a real engine has only the user's limit. A scheduler must not read it unless
+it declares itself clairvoyant (see ``Scheduler.clairvoyant``); the test suite runs every
+policy on requests that refuse to tell.
 """
 
 from __future__ import annotations
 
-#: ``Request._finish_key`` of a decoder outside the decode pool's served prefix (as every
-#: request starts), and of a finished one; otherwise it is the round the request finishes.
-UNSERVED = -1
-FINISHED = -2
+from operator import index
+from typing import Any, Final, SupportsIndex
+
+from mypy_extensions import mypyc_attr
+
+# The life of a request. Plain ints, so the engine's hot path compares integers.
+WAITING: Final = 0  # admitted, no prefill done yet
+PREFILLING: Final = 1  # part of its prompt prefilled
+DECODING: Final = 2  # prompt done, generating
+PREEMPTED: Final = 3  # evicted while decoding; to prefill its prompt and output so far again
+FINISHED: Final = 4
+CANCELLED: Final = 5
+STATUS_NAMES = ("waiting", "prefilling", "decoding", "preempted", "finished", "cancelled")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """One request: ``prompt_tokens`` to prefill, then ``output_tokens`` to generate.
 
-    The underscored slots belong to the engine's decode pool (lazy round counters, so that
-    serving every decoder costs O(1) instead of a loop over them).
+    Numbers are taken with ``operator.index``, so numpy integers work as plain ones do.
+    Subclasses (a real engine's request with its token ids, say) and pickling work in both
+    builds.
     """
 
-    __slots__ = (
-        "_finish_key",
-        "_gaps",
-        "_last_token",
-        "_remaining",
-        "_segment_start",
-        "_segments",
-        "arrival",
-        "id",
-        "output_tokens",
-        "prefill_left",
-        "prompt_tokens",
-    )
-    # Output tokens still to come, set by the decode pool once one has been emitted (on entering
-    # decode under the engine convention, or on leaving the served prefix).
-    _remaining: int
-    # The decode pool's record of where this request's token gaps went, kept only so the gaps of
-    # a request still in flight when a run stops can be taken out of the TBT histogram again:
-    # the round its current run of consecutive served rounds began, the (first, last) rounds of
-    # earlier runs, and the gaps recorded one by one (in ticks).
-    _segment_start: int
-    _segments: list[int] | None
-    _gaps: list[int] | None
-
-    def __init__(self, id: int, arrival: float, prompt_tokens: int, output_tokens: int) -> None:
-        self.id = id
-        self.arrival = arrival
-        self.prompt_tokens = prompt_tokens
-        self.output_tokens = output_tokens
-        self.prefill_left = prompt_tokens
-        # The decode pool's initial state: outside its served prefix, no token emitted yet.
-        self._finish_key = UNSERVED
-        self._last_token: float | None = None
-        self._segment_start = 0
-        self._segments = None
-        self._gaps = None
+    def __init__(self, id: SupportsIndex, arrival: float, prompt_tokens: SupportsIndex,
+                 output_tokens: SupportsIndex) -> None:
+        # ``type(x) is int`` first: the simulator makes millions of requests from plain ints.
+        self.id: int = id if type(id) is int else index(id)
+        self.arrival = float(arrival)
+        self.prompt_tokens: int = (prompt_tokens if type(prompt_tokens) is int
+                                   else index(prompt_tokens))
+        self.output_tokens: int = (output_tokens if type(output_tokens) is int
+                                   else index(output_tokens))
+        #: Prompt tokens still to prefill; after a recompute preemption, the prompt plus the
+        #: output emitted so far.
+        self.prefill_left = self.prompt_tokens
+        self.status = WAITING
 
     @property
     def prefill_computed(self) -> int:
         """Prompt tokens already processed (chunked prefill makes this partial)."""
         return self.prompt_tokens - self.prefill_left
 
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES[self.status]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (self.id, self.arrival, self.prompt_tokens, self.output_tokens,
+                 self.prefill_left, self.status)
+        return _restore, (type(self), state), getattr(self, "__dict__", None)
+
     def __repr__(self) -> str:
         return (
-            f"Request(id={self.id}, arrival={self.arrival:.6g}, "
-            f"prompt={self.prompt_tokens}, prefill_left={self.prefill_left})"
+            f"Request(id={self.id}, arrival={self.arrival:.6g}, prompt={self.prompt_tokens}, "
+            f"prefill_left={self.prefill_left}, status={self.status_name})"
         )
+
+
+def _restore(cls: type[Request], state: tuple[Any, ...]) -> Request:
+    """Unpickle: rebuild through ``__init__``, then restore the fields it resets."""
+    id, arrival, prompt, output, prefill_left, status = state
+    req = cls.__new__(cls)
+    Request.__init__(req, id, arrival, prompt, output)
+    req.prefill_left = prefill_left
+    req.status = status
+    return req

@@ -8,8 +8,7 @@ behind the view is simulated or real. The greedy fills here are shared by every 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from itertools import islice
+from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, Protocol, TypeVar
 
 from mypy_extensions import mypyc_attr
@@ -18,13 +17,21 @@ from servelab.core.batch import Batch
 from servelab.core.request import Request
 
 
+class Queue(Protocol):
+    """The waiting queue as a scheduler reads it: in order, with a length and a front."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Request]: ...
+    def __getitem__(self, i: int) -> Request: ...
+
+
 class EngineView(Protocol):
     """What a scheduler may read. ``waiting`` holds requests with prefill left, oldest first
-    (partly prefilled ones included); ``decoding`` iterates decode-phase requests in the order
-    they entered decode (materialised on demand: O(number decoding))."""
+    (partly prefilled ones included, a preempted one at the front); ``decoding`` iterates
+    decode-phase requests in the order they entered decode (O(number decoding)). Nothing here
+    tells a true output length: ``progress`` gives what was emitted, not what is left."""
 
-    # Read-only properties: a scheduler reads the view and never assigns to it (and a
-    # read-only Sequence may be backed by a deque).
+    # Read-only properties: a scheduler reads the view and never assigns to it.
     @property
     def now(self) -> float: ...
     @property
@@ -36,11 +43,27 @@ class EngineView(Protocol):
         """``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
         holds more than n requests)."""
     @property
-    def waiting(self) -> Sequence[Request]: ...
+    def waiting(self) -> Queue: ...
     @property
     def num_decoding(self) -> int: ...
     @property
     def decoding(self) -> Iterable[Request]: ...
+    @property
+    def prefilling(self) -> Sequence[Request]:
+        """Waiting requests whose prefill has begun, in the order it began."""
+    @property
+    def last_batch_end(self) -> float: ...
+    @property
+    def mean_batch_s(self) -> float:
+        """The mean duration of every batch so far (0 before the first)."""
+    def shortest_waiting(self) -> Iterator[Request]:
+        """Waiting requests whose prefill has not begun, shortest prompt first, then oldest."""
+    def first_decoders(self, k: int) -> list[Request]:
+        """The ``k`` decoders that entered decode earliest (what ``decode_first=k`` serves)."""
+    def last_decoders(self, k: int) -> list[Request]:
+        """The ``k`` decoders that entered decode latest, newest first (preemption victims)."""
+    def progress(self, req: Request) -> tuple[int, float]:
+        """(output tokens emitted, the last one's time or -1.0), in O(1) for any request."""
 
 
 class _Prefilling(Protocol):
@@ -61,6 +84,9 @@ class Scheduler(ABC):
     work_conserving: ClassVar[bool]
     #: A policy that reads true output lengths must say so.
     clairvoyant: ClassVar[bool] = False
+    #: How batches name decoders: "fcfs" (``Batch.decode_first``, the fast path) or
+    #: "explicit" (``Batch.decode``, and ``Batch.preempt``); see ``core.batch``.
+    decode_order: ClassVar[str] = "fcfs"
 
     @property
     def whole_prefill(self) -> bool:
@@ -90,13 +116,15 @@ def fill_chunks(
         return chunks, 0
     limit = seqs if max_requests is None or max_requests > seqs else max_requests
     room = tokens
-    for req in islice(waiting, limit):
+    for req in waiting:  # not islice: building one per batch costs more than the count
         left = req.prefill_left
         if left >= room:
             chunks.append((req, room))
             return chunks, tokens
         chunks.append((req, left))
         room -= left
+        if len(chunks) == limit:
+            break
     return chunks, tokens - room
 
 

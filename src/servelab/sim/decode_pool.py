@@ -1,156 +1,305 @@
-"""Decode-phase requests, served one token per round, oldest first, without per-request loops.
+"""The decoding requests of one engine, and their progress, served one token per batch.
 
-Every policy here serves "the first k decoders" each round. The pool keeps them in a list in
-the order they entered decode, and a *frontier*: the index just past the requests served in the
-last round. A round that serves the first k only walks from the old frontier to the new one, so
-its cost is the change in k (amortised, below), and a round that serves everyone again costs
-O(1).
+Each decoding request has a ``DecodeEntry`` here (its true output length, tokens to go, last
+token time and the record of its gaps), so nothing about its progress lives on the request
+itself and ``progress`` answers in O(1) whichever way batches name their decoders. Two
+structures serve the two forms of ``Batch``:
 
-Progress is a global round counter. Only requests in the served prefix are booked to finish:
-one that joins the prefix after round G with r tokens to go finishes at round G + r, and is
-filed in a bucket {round: requests} (round numbers are consecutive integers, so a dict of
-buckets replaces a heap). One that drops out of the prefix stores its remaining tokens and
-leaves a stale entry behind (its key no longer matches, so it is skipped when its bucket comes
-up). Joining and dropping out happen on the frontier walks above, so a round costs the change in
-k, whatever the length of the unserved tail.
+``DecodePool`` serves "the first k decoders", oldest first, without per-request loops. It keeps
+the entries in a list in the order they entered decode, and a *frontier*: the index just past
+the entries served in the last round. A round that serves the first k only walks from the old
+frontier to the new one, so its cost is the change in k (amortised, below), and a round that
+serves everyone again costs O(1).
 
-Finished requests are not removed from the list one by one; they are marked and skipped. The
-list is compacted when they outnumber the live ones, or when the frontier walks have stepped
-over more of them than there are live ones: each compaction is paid for by that many finishes
-or steps, so finished entries add O(1) per request amortised to the walks.
+Progress is a global round counter. Only entries in the served prefix are booked to finish: one
+that joins the prefix after round G with r tokens to go finishes at round G + r, and is filed
+in a bucket {round: entries} (round numbers are consecutive integers, so a dict of buckets
+replaces a heap). One that drops out of the prefix stores its remaining tokens and leaves a
+stale entry behind (its key no longer matches, so it is skipped when its bucket comes up).
+Joining and dropping out happen on the frontier walks above, so a round costs the change in k,
+whatever the length of the unserved tail.
+
+Finished (or evicted) entries are not removed from the list one by one; they are marked and
+skipped. The list is compacted when they outnumber the live ones, or when the frontier walks
+have stepped over more of them than there are live ones: each compaction is paid for by that
+many finishes or steps, so dead entries add O(1) per request amortised to the walks.
+
+``ExplicitDecoders`` serves a list the scheduler names, in O(k) per batch: the policies that
+choose decoders one by one (deadlines, newest first) pay for it in the scheduler anyway.
 
 Time-between-tokens are accumulated as a histogram {gap ticks: count}: requests served in two
-consecutive rounds all see the same gap, so one dict update covers them; only requests that
+consecutive rounds all see the same gap, so one dict update covers them; only entries that
 rejoin the served prefix, or get their first decode token, are handled one by one. Latency
 statistics cover completed requests only, so the pool also keeps each round's gap and, on each
-request, the runs of consecutive rounds it was served in: when a run stops, the gaps of the
+entry, the runs of consecutive rounds it was served in: when a run stops, the gaps of the
 requests still decoding are taken back out (``inflight_gaps``), at a cost of their tokens alone.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import ClassVar, Final
 
-from servelab.core.request import FINISHED, UNSERVED, Request
+from servelab.core.request import FINISHED, Request
 
 #: TBT gaps are kept as integer ticks of 0.1 microsecond, so that equal gaps share one
 #: histogram bin whatever float noise their subtraction carries (and ``round`` is slow).
-TICKS_PER_S = 10_000_000
+TICKS_PER_S: Final = 10_000_000
+
+#: ``DecodeEntry.key`` of an entry outside the served prefix (as every entry starts), and of a
+#: finished or evicted one; otherwise it is the round the entry finishes in.
+UNSERVED: Final = -1
+GONE: Final = -2
+#: ``DecodeEntry.last_token`` before the request's first output token.
+NO_TOKEN: Final = -1.0
 
 
-class DecodePool:
+class RequestRecords:
+    """Per-request token times and the TBT histogram of one run, shared by its engines.
+
+    Typed arrays indexed by request id (8 bytes a request each), not objects: a ten-million
+    request run keeps its records in 160 MB.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.first_token = array("d", [float("nan")]) * count
+        self.finish = array("d", [float("nan")]) * count
+        self.tbt: defaultdict[int, int] = defaultdict(int)
+        self.completed = 0
+
+
+class DecodeEntry:
+    """One decoding request's progress, as its engine keeps it."""
+
+    __slots__ = ("gaps", "key", "last_token", "output", "remaining", "req", "segment_start",
+                 "segments")
+
+    def __init__(self, req: Request, remaining: int, last_token: float) -> None:
+        self.req = req
+        self.output = req.output_tokens
+        self.remaining = remaining  # output tokens still to come, kept while not booked
+        self.last_token = last_token
+        self.key = UNSERVED
+        # The gap record, kept so the gaps of a request still in flight when a run stops can
+        # be taken back out of the histogram: the round its current run of consecutive served
+        # rounds began, the (first, last) rounds of earlier runs, and gaps recorded one by one.
+        self.segment_start = 0
+        self.segments: list[int] | None = None
+        self.gaps: list[int] | None = None
+
+    def note_gap(self, ticks: int) -> None:
+        if self.gaps is None:
+            self.gaps = [ticks]
+        else:
+            self.gaps.append(ticks)
+
+
+class Decoders:
+    """What an engine asks of its decoding requests, whichever form its batches use."""
+
+    #: Whether a gap reaches the histogram when it happens (then the gaps ``evict`` returns
+    #: are in it already) or only when its request finishes.
+    gaps_recorded_at_once: ClassVar[bool] = True
+
+    def __init__(self, records: RequestRecords) -> None:
+        self.records = records
+        self.size = 0  # live decoders
+
+    def add(self, reqs: list[Request], first_token_at: float) -> None:
+        """Enter decode, at the back of the entered-decode order.
+
+        ``first_token_at`` >= 0 is when the prefill's iteration emitted output token 1 (engine
+        convention); ``NO_TOKEN`` means every output token is still to come (paper)."""
+        for req in reqs:
+            remaining = req.output_tokens - (1 if first_token_at >= 0 else 0)
+            self._enter(DecodeEntry(req, remaining, first_token_at))
+
+    def resume(self, req: Request, remaining: int, last_token: float,
+               gaps: list[int] | None) -> None:
+        """Enter decode again after a preemption, with the progress ``evict`` returned."""
+        entry = DecodeEntry(req, remaining, last_token)
+        entry.gaps = gaps
+        self._enter(entry)
+
+    def _enter(self, entry: DecodeEntry) -> None:
+        raise NotImplementedError
+
+    def live(self) -> Iterator[DecodeEntry]:
+        """The live entries, in the order they entered decode."""
+        raise NotImplementedError
+
+    def live_newest_first(self) -> Iterator[DecodeEntry]:
+        raise NotImplementedError
+
+    def find(self, req: Request) -> DecodeEntry | None:
+        """``req``'s entry, in O(1) amortised; None when it is not decoding here."""
+        raise NotImplementedError
+
+    def progress(self, req: Request) -> tuple[int, float]:
+        """(tokens emitted, the last one's time; ``NO_TOKEN`` before the first)."""
+        raise NotImplementedError
+
+    def evict(self, req: Request) -> tuple[int, float, list[int]]:
+        """Take ``req`` out of decode: its (remaining tokens, last token time, gaps so far)."""
+        raise NotImplementedError
+
+    def first(self, k: int) -> list[Request]:
+        """The ``k`` that entered decode earliest (all when fewer)."""
+        return _take(self.live(), k)
+
+    def last(self, k: int) -> list[Request]:
+        """The ``k`` that entered decode latest, newest first (preemption victims)."""
+        return _take(self.live_newest_first(), k)
+
+    def __iter__(self) -> Iterator[Request]:
+        for entry in self.live():
+            yield entry.req
+
+    def __contains__(self, req: Request) -> bool:
+        return self.find(req) is not None
+
+    def inflight_gaps(self) -> list[int]:
+        """Gaps (ticks) in the histogram that belong to requests still decoding."""
+        raise NotImplementedError
+
+
+def _take(entries: Iterator[DecodeEntry], k: int) -> list[Request]:
+    out: list[Request] = []
+    if k <= 0:
+        return out
+    for entry in entries:
+        out.append(entry.req)
+        if len(out) == k:
+            break
+    return out
+
+
+class DecodePool(Decoders):
     """FCFS decoders with O(1) full rounds; see the module docstring for the scheme."""
 
-    __slots__ = ("_buckets", "_compacted_at", "_dead_beyond", "_dead_walked", "_finish",
-                 "_first_token", "_frontier", "_last_round_time", "_order", "_round_gaps",
-                 "_rounds", "_served_before", "_tbt", "completed", "size")
-
-    def __init__(self, first_token: list[float], finish: list[float],
-                 tbt_hist: defaultdict[int, int]) -> None:
-        """Token times are written straight into ``first_token`` and ``finish`` (indexed by
-        request id) and gaps into ``tbt_hist``, so the engine never touches a decoder."""
-        self._order: list[Request] = []  # entered-decode order; finished ones marked, not removed
-        self._compacted_at = 0  # ``completed`` at the last compaction: the rest are in _order
+    def __init__(self, records: RequestRecords) -> None:
+        super().__init__(records)
+        # The order, with dead entries marked, not removed; and, only once a request is looked
+        # up (progress, preemption), an index of the live ones by request id.
+        self._order: list[DecodeEntry] = []
+        self._index: dict[int, DecodeEntry] | None = None
+        self._dead = 0  # dead entries in _order
         self._dead_beyond = False  # whether any may lie beyond the frontier (after a shrink)
-        self._dead_walked = 0  # finished entries the frontier walks stepped over since then
-        self.size = 0  # live decoders
-        self.completed = 0
+        self._dead_walked = 0  # dead entries the frontier walks stepped over since then
         self._frontier = 0  # index just past the served prefix of ``_order``
         self._served_before = 0  # live decoders before the frontier (served last round)
         self._rounds = 0
-        self._round_gaps: list[int] = []  # ticks from round r-1 to round r, at index r-1
-        self._buckets: defaultdict[int, list[Request]] = defaultdict(list)
+        # Ticks from round r-1 to round r, at index r-1: appended to a list (cheap) and moved
+        # into a typed array (8 bytes each) a block at a time.
+        self._gap_log = array("q")
+        self._gap_tail: list[int] = []
+        self._buckets: defaultdict[int, list[DecodeEntry]] = defaultdict(list)
         self._last_round_time = 0.0
-        self._first_token = first_token
-        self._finish = finish
-        self._tbt = tbt_hist
 
-    def __iter__(self) -> Iterator[Request]:
-        for req in self._order:
-            if req._finish_key != FINISHED:
-                yield req
+    def _enter(self, entry: DecodeEntry) -> None:
+        if self._index is not None:
+            self._index[entry.req.id] = entry
+        self._order.append(entry)
+        self.size += 1
 
-    def add(self, reqs: list[Request], first_token_at: float | None = None) -> None:
-        """Enter decode at the unserved tail; the next round that reaches them serves them.
+    def live(self) -> Iterator[DecodeEntry]:
+        for entry in self._order:
+            if entry.key != GONE:
+                yield entry
 
-        ``first_token_at`` is when the prefill's iteration emitted output token 1 (engine
-        convention); without it every output token is still to come (paper convention).
-        A new request already carries the pool's initial state (see ``Request``)."""
-        if first_token_at is not None:
-            for req in reqs:
-                req._remaining = req.output_tokens - 1
-                req._last_token = first_token_at
-        self._order.extend(reqs)
-        self.size += len(reqs)
+    def live_newest_first(self) -> Iterator[DecodeEntry]:
+        for entry in reversed(self._order):
+            if entry.key != GONE:
+                yield entry
 
-    def serve(self, k: int, now: float) -> None:
-        """Serve the first ``k`` decoders one token each, the round ending at ``now``."""
+    def find(self, req: Request) -> DecodeEntry | None:
+        index = self._index
+        if index is None:
+            index = self._index = {e.req.id: e for e in self.live()}
+        return index.get(req.id)
+
+    def progress(self, req: Request) -> tuple[int, float]:
+        entry = self.find(req)
+        assert entry is not None, "progress of a request that is not decoding here"
+        if entry.key >= 0:  # in the served prefix: served last round, booked to finish
+            return entry.output - (entry.key - self._rounds), self._last_round_time
+        return entry.output - entry.remaining, entry.last_token
+
+    def serve(self, k: int, now: float, events: list[Request]) -> int:
+        """Serve the first ``k`` decoders one token each, the round ending at ``now``.
+
+        The requests that emit their first token or finish are appended to ``events`` (once,
+        when both); returns how many finished."""
         order = self._order
-        hist = self._tbt
+        records = self.records
+        hist = records.tbt
         before = self._served_before
         last_round = self._last_round_time
         i = self._frontier
         rounds = self._rounds
         this_round = rounds + 1
         gap = int((now - last_round) * TICKS_PER_S + 0.5)
-        self._round_gaps.append(gap)
-        walked = 0  # finished entries stepped over by this round's walk
+        tail = self._gap_tail
+        tail.append(gap)
+        if len(tail) == 4096:
+            self._gap_log.extend(tail)
+            tail.clear()
+        walked = 0  # dead entries stepped over by this round's walk
         if k > before:
-            # Live requests from the old frontier up to the k-th join (or rejoin) the prefix.
+            # Live entries from the old frontier up to the k-th join (or rejoin) the prefix.
             if self._dead_beyond:
-                joining: list[Request] = []
+                joining: list[DecodeEntry] = []
                 while len(joining) < k - before:
-                    req = order[i]
+                    entry = order[i]
                     i += 1
-                    if req._finish_key != FINISHED:
-                        joining.append(req)
+                    if entry.key != GONE:
+                        joining.append(entry)
                     else:
                         walked += 1
             else:
                 joining = order[i:i + k - before]
                 i += k - before
-            first_token = self._first_token
+            first_token = records.first_token
             buckets = self._buckets
-            for req in joining:
-                last = req._last_token
-                req._segment_start = this_round
-                if last is None:  # its first token
-                    first_token[req.id] = now
-                    key = rounds + req.output_tokens
+            for entry in joining:
+                last = entry.last_token
+                entry.segment_start = this_round
+                if last == NO_TOKEN:  # its first token
+                    first_token[entry.req.id] = now
+                    if entry.remaining > 1:
+                        events.append(entry.req)
+                    key = rounds + entry.remaining
                 else:
                     ticks = int((now - last) * TICKS_PER_S + 0.5)
                     hist[ticks] += 1
-                    gaps = req._gaps
-                    if gaps is None:
-                        req._gaps = [ticks]
-                    else:
-                        gaps.append(ticks)
-                    key = rounds + req._remaining
-                req._finish_key = key
-                buckets[key].append(req)
+                    entry.note_gap(ticks)
+                    key = rounds + entry.remaining
+                entry.key = key
+                buckets[key].append(entry)
             in_sync = before
         elif k < before:
-            # The prefix shrinks: its last before-k live requests drop out after a token
-            # last round. Finished requests passed on the way now lie beyond the frontier.
+            # The prefix shrinks: its last before-k live entries drop out after a token last
+            # round. Dead entries passed on the way now lie beyond the frontier.
             need = before - k
             while need:
                 i -= 1
-                req = order[i]
-                key = req._finish_key
-                if key == FINISHED:
+                entry = order[i]
+                key = entry.key
+                if key == GONE:
                     self._dead_beyond = True
                     walked += 1
                     continue
                 need -= 1
-                req._last_token = last_round
-                req._remaining = key - rounds
-                req._finish_key = UNSERVED
-                segments = req._segments
+                entry.last_token = last_round
+                entry.remaining = key - rounds
+                entry.key = UNSERVED
+                segments = entry.segments
                 if segments is None:
-                    req._segments = [req._segment_start, rounds]
+                    entry.segments = [entry.segment_start, rounds]
                 else:
-                    segments += (req._segment_start, rounds)
+                    segments += (entry.segment_start, rounds)
             in_sync = k
         else:
             in_sync = k
@@ -162,48 +311,149 @@ class DecodePool:
         done = 0
         bucket = self._buckets.pop(rounds, None)
         if bucket is not None:
-            finish = self._finish
-            done = len(bucket)
-            for req in bucket:
-                if req._finish_key == rounds:
-                    req._finish_key = FINISHED
+            finish = records.finish
+            index = self._index
+            for entry in bucket:
+                if entry.key == rounds:
+                    entry.key = GONE
+                    req = entry.req
+                    req.status = FINISHED
                     finish[req.id] = now
-                else:  # stale: it dropped out since it was filed
-                    done -= 1
+                    if index is not None:
+                        del index[req.id]
+                    events.append(req)
+                    done += 1
+                # else stale: it dropped out since it was filed
             self.size -= done
-            self.completed += done
+            self._dead += done
+            records.completed += done
         self._served_before = k - done
         if walked:
             self._dead_walked += walked
-        # Compacting costs O(list); either trigger has paid for it: more finished entries than
-        # live ones, or more steps over finished entries than live ones since the last time.
-        if (self.completed - self._compacted_at > self.size
-                or self._dead_walked > self.size):
-            self._compact()
+        self._maybe_compact()
+        return done
 
-    def inflight_gaps(self) -> list[int]:
-        """The gaps (ticks) recorded so far for requests still decoding, each once.
+    def evict(self, req: Request) -> tuple[int, float, list[int]]:
+        entry = self.find(req)
+        assert entry is not None and self._index is not None
+        del self._index[req.id]
+        gaps = self._gaps_of(entry)
+        if entry.key >= 0:  # in the served prefix, so before the frontier
+            remaining, last_token = entry.key - self._rounds, self._last_round_time
+            self._served_before -= 1
+        else:  # unserved entries lie beyond the frontier
+            remaining, last_token = entry.remaining, entry.last_token
+            self._dead_beyond = True
+        entry.key = GONE  # its bucket entry goes stale
+        self.size -= 1
+        self._dead += 1
+        self._maybe_compact()
+        return remaining, last_token, gaps
 
-        A request served in rounds s..e without a break saw the round gaps of rounds s+1..e;
-        the gap into round s was recorded on its own (or was its first token)."""
-        round_gaps = self._round_gaps
-        gaps: list[int] = []
-        for req in self:
-            if req._gaps is not None:
-                gaps += req._gaps
-            segments = req._segments
-            if segments is not None:
-                for j in range(0, len(segments), 2):
-                    gaps += round_gaps[segments[j]:segments[j + 1]]
-            if req._finish_key >= 0:  # served last round: its current run is still open
-                gaps += round_gaps[req._segment_start:self._rounds]
+    def _gaps_of(self, entry: DecodeEntry) -> list[int]:
+        """Every gap of ``entry`` in the histogram: a request served in rounds s..e without a
+        break saw the round gaps of rounds s+1..e; the gap into round s was recorded on its
+        own (or was its first token)."""
+        round_gaps = self._round_gaps()
+        gaps: list[int] = [] if entry.gaps is None else list(entry.gaps)
+        segments = entry.segments
+        if segments is not None:
+            for j in range(0, len(segments), 2):
+                gaps.extend(round_gaps[segments[j]:segments[j + 1]])
+        if entry.key >= 0:  # served last round: its current run is still open
+            gaps.extend(round_gaps[entry.segment_start:self._rounds])
         return gaps
 
-    def _compact(self) -> None:
-        """Drop finished requests from the list. Exactly ``_served_before`` live requests lie
-        before the frontier, so that is where it lands."""
-        self._order[:] = [req for req in self._order if req._finish_key != FINISHED]
-        self._frontier = self._served_before
-        self._compacted_at = self.completed
-        self._dead_beyond = False
-        self._dead_walked = 0
+    def _round_gaps(self) -> array[int]:
+        """Every round's gap so far (the list's tail moved into the array first)."""
+        if self._gap_tail:
+            self._gap_log.extend(self._gap_tail)
+            self._gap_tail.clear()
+        return self._gap_log
+
+    def inflight_gaps(self) -> list[int]:
+        gaps: list[int] = []
+        for entry in self.live():
+            gaps += self._gaps_of(entry)
+        return gaps
+
+    def _maybe_compact(self) -> None:
+        # Compacting costs O(list); either trigger has paid for it: more dead entries than
+        # live ones, or more steps over dead entries than live ones since the last time.
+        if self._dead > self.size or self._dead_walked > self.size:
+            # Exactly ``_served_before`` live entries lie before the frontier.
+            self._order[:] = [e for e in self._order if e.key != GONE]
+            self._frontier = self._served_before
+            self._dead = 0
+            self._dead_beyond = False
+            self._dead_walked = 0
+
+
+class ExplicitDecoders(Decoders):
+    """Decoders served by name: each batch's list is served one by one, in O(list).
+
+    A request's gaps are kept on its entry and reach the histogram when it finishes, so the
+    histogram only ever holds the gaps of completed requests.
+    """
+
+    gaps_recorded_at_once: ClassVar[bool] = False
+
+    def __init__(self, records: RequestRecords) -> None:
+        super().__init__(records)
+        self.entries: dict[int, DecodeEntry] = {}  # by request id, in entered order
+
+    def _enter(self, entry: DecodeEntry) -> None:
+        self.entries[entry.req.id] = entry
+        self.size += 1
+
+    def live(self) -> Iterator[DecodeEntry]:
+        return iter(self.entries.values())
+
+    def live_newest_first(self) -> Iterator[DecodeEntry]:
+        return reversed(self.entries.values())
+
+    def find(self, req: Request) -> DecodeEntry | None:
+        return self.entries.get(req.id)
+
+    def progress(self, req: Request) -> tuple[int, float]:
+        entry = self.entries[req.id]
+        return entry.output - entry.remaining, entry.last_token
+
+    def serve_listed(self, reqs: list[Request], now: float, events: list[Request]) -> int:
+        """Serve one token to each of ``reqs`` (validated by the engine), ending at ``now``;
+        as ``DecodePool.serve`` for ``events`` and the count returned."""
+        records = self.records
+        entries = self.entries
+        done = 0
+        for req in reqs:
+            entry = entries[req.id]
+            last = entry.last_token
+            if last == NO_TOKEN:
+                records.first_token[req.id] = now
+                if entry.remaining > 1:
+                    events.append(req)
+            else:
+                entry.note_gap(int((now - last) * TICKS_PER_S + 0.5))
+            entry.last_token = now
+            entry.remaining -= 1
+            if not entry.remaining:
+                req.status = FINISHED
+                records.finish[req.id] = now
+                if entry.gaps is not None:
+                    hist = records.tbt
+                    for ticks in entry.gaps:
+                        hist[ticks] += 1
+                del entries[req.id]
+                events.append(req)
+                done += 1
+        self.size -= done
+        records.completed += done
+        return done
+
+    def evict(self, req: Request) -> tuple[int, float, list[int]]:
+        entry = self.entries.pop(req.id)
+        self.size -= 1
+        return entry.remaining, entry.last_token, entry.gaps or []
+
+    def inflight_gaps(self) -> list[int]:
+        return []  # they are not in the histogram yet

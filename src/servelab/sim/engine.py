@@ -1,32 +1,49 @@
-"""One simulated engine: a scheduler, a batch-time model and a stream of requests.
+"""One simulated engine: a component with a lifecycle, driven by a loop (``sim.loop``).
 
-Events are arrivals and batch boundaries only. Each iteration asks the scheduler for a batch,
-checks it against the model's constraints (budget, request cap, prefill before decode, at most
-one decode token per request), advances time by the batch's duration and applies it. Per-request
-work is O(1) and per-iteration work does not grow with the number of decoding requests when the
-scheduler serves decoders oldest first (see ``decode_pool``).
+- ``admit(req)``: a request joins the waiting queue (a router may call it at any time);
+- ``start_batch(now)``: ask the scheduler for a batch, check it against the model's rules
+  (budget, request cap, prefill before decode, at most one decode token per request), and
+  return when it ends, or None when there is nothing to do;
+- ``finish_batch()``: apply the batch, all of it at its end time, and return the requests that
+  finished or emitted their first token in it.
+
+Because every effect of a batch lands at its end, a router that reads an engine's load while a
+batch runs sees a consistent state. The engine is also the ``EngineView`` its scheduler reads.
+Per-request work is O(1), and per-iteration work does not grow with the number of decoding
+requests when the scheduler serves decoders oldest first (see ``decode_pool``). What a run
+records lives in ``RequestRecords`` (per-request times, TBT) and in observers called at each
+batch end (backlog samples), not in the engine.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import accumulate
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import index
+from typing import Any
 
-import numpy as np
-from numpy import ndarray  # not np.ndarray in the dataclasses below: mypyc#1000
-
-from servelab.core.request import Request
+from servelab.core.batch import Batch
+from servelab.core.request import (
+    CANCELLED,
+    DECODING,
+    FINISHED,
+    PREEMPTED,
+    PREFILLING,
+    WAITING,
+    Request,
+)
 from servelab.errors import SchedulerError
 from servelab.schedulers.base import Scheduler
-from servelab.sim.decode_pool import DecodePool
+from servelab.sim.decode_pool import (
+    NO_TOKEN,
+    DecodePool,
+    Decoders,
+    ExplicitDecoders,
+    RequestRecords,
+)
+from servelab.sim.waiting import WaitingQueue
 from servelab.timing.models import TimingModel
 from servelab.timing.presets import CONVENTIONS
-
-#: Backlog samples taken over the arrival window (evenly spaced in time).
-BACKLOG_SAMPLES = 2000
 
 
 @dataclass
@@ -39,33 +56,24 @@ class BatchRecord:
     decode: list[int]
 
 
-@dataclass
-class EngineRecords:
-    """What one run produced: per-request times, the TBT histogram, the backlog series."""
+class BatchObserver:
+    """Told about every batch an engine finishes (backlog samplers, later per-class records)."""
 
-    first_token: ndarray
-    finish: ndarray
-    tbt_hist: dict[int, int]
-    backlog_time: ndarray
-    backlog_tokens: ndarray
-    backlog_requests: ndarray
-    backlog_served: ndarray
-    iterations: int
-    busy_s: float
-    end_time: float
-    prefill_tokens: int
-    decode_tokens: int
-    admitted: int
-    completed: int
-    batches: list[BatchRecord] | None = field(default=None)
+    def batch_done(self, engine: Engine, now: float) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class _Parked:
+    """A preempted request's decode progress, kept until it decodes again."""
+
+    remaining: int
+    last_token: float
+    gaps: list[int]
 
 
 class Engine:
     """The simulated engine; it is also the ``EngineView`` its scheduler reads."""
-
-    # Slots: the scheduler reads these every iteration, and slot access is the cheapest.
-    __slots__ = ("_pool", "budget", "convention", "max_seqs", "now", "num_decoding",
-                 "record_batches", "scheduler", "seq_limit", "timing", "waiting")
 
     def __init__(
         self,
@@ -83,172 +91,343 @@ class Engine:
         self.budget = budget
         self.max_seqs = max_seqs
         self.convention = convention
-        self.record_batches = record_batches
-        # The EngineView a scheduler reads: plain attributes, refreshed before each batch,
-        # because a property call per iteration is measurable in the hot loop.
-        self.now = 0.0
-        self.waiting: deque[Request] = deque()
-        self.num_decoding = 0
+        self._engine_convention = convention == "engine"
         #: The request cap as a number (the budget when there is no cap).
         self.seq_limit = max_seqs if max_seqs is not None else budget
-        self._pool: DecodePool | None = None
+        self.records = RequestRecords(0)
+        # Returns ``object`` as far as the compiled engine knows: see ``start_batch``.
+        self._schedule: Callable[[Any], object] = scheduler.schedule
+        self._explicit = scheduler.decode_order == "explicit"
+        self._decoders: Decoders = (ExplicitDecoders(self.records) if self._explicit
+                                    else DecodePool(self.records))
+        self._pool: DecodePool | None = (None if self._explicit
+                                         else self._decoders)  # type: ignore[assignment]
+        self._table = timing.token_table(budget) if timing.token_only else None
+        self.observers: list[BatchObserver] = []
+        self.batches: list[BatchRecord] | None = [] if record_batches else None
+        # The view a scheduler reads: plain attributes, refreshed before each batch, because a
+        # property call per iteration is measurable in the hot loop.
+        self.now = 0.0
+        self.waiting = WaitingQueue()
+        self.num_decoding = 0
+        #: When the last batch ended, and the running mean batch time (over every batch).
+        self.last_batch_end = 0.0
+        self.mean_batch_s = 0.0
+        # Totals, and the load a router reads: token slots admitted and not yet processed,
+        # and requests admitted and not yet finished.
+        self.iterations = 0
+        self.admitted = 0
+        self.processed_tokens = 0
+        self.prefill_tokens = 0
+        self.unprocessed_tokens = 0
+        self.outstanding = 0
+        self.idle_s = 0.0
+        self.preemptions = 0
+        self.recomputed_tokens = 0
+        # The batch in flight, applied at its end.
+        self._in_flight = False
+        self._end = 0.0
+        self._chunks: list[tuple[Request, int]] = []
+        self._k = 0
+        self._listed: list[Request] = []
+        self._evict: list[Request] = []
+        self._no_requests: list[Request] = []  # the lists of a first-k batch; never appended to
+        self._tokens = 0
+        self._decoded_ids: list[int] = []
+        self._events: list[Request] = []
+        self._parked: dict[int, _Parked] = {}
 
+    # -- the view ---------------------------------------------------------------------------
     @property
     def decoding(self) -> Iterator[Request]:
-        return iter(self._pool) if self._pool is not None else iter(())
+        """Decoding requests in the order they entered decode."""
+        return iter(self._decoders)
 
-    # -- the run ----------------------------------------------------------------------------
-    def run(
-        self,
-        arrival: Sequence[float],
-        prompt: Sequence[int],
-        output: Sequence[int],
-        horizon: float,
-        drain: bool = False,
-    ) -> EngineRecords:
-        """Simulate requests (sorted by arrival) until ``horizon``, or until all finish."""
-        n = len(arrival)
-        # Plain Python numbers: numpy scalars in the time arithmetic cost a third more wall time
-        # (measured on the pure-Python engine).
-        # A sentinel arrival at infinity lets the arrival check skip its bounds test.
-        arrival = [*np.asarray(arrival, dtype=float).tolist(), math.inf]
-        prompt = np.asarray(prompt, dtype=np.int64).tolist()
-        output = np.asarray(output, dtype=np.int64).tolist()
-        if n and (min(prompt) < 1 or min(output) < 1):
-            raise ValueError("every request needs at least 1 prompt and 1 output token")
-        engine_convention = self.convention == "engine"
-        # Token slots brought by the first i arrivals: the backlog is read off it at sample time.
-        arrived_work = [0, *accumulate([p + d - engine_convention
-                                        for p, d in zip(prompt, output, strict=True)])]
-        first_token = [math.nan] * n
-        finish = [math.nan] * n
-        tbt_hist: defaultdict[int, int] = defaultdict(int)
-        pool = DecodePool(first_token, finish, tbt_hist)
-        self._pool = pool
-        waiting = self.waiting
-        waiting.clear()
-        budget = self.budget
-        seq_limit = self.seq_limit
-        schedule = self.scheduler.schedule
-        table = self.timing.token_table(budget) if self.timing.token_only else None
-        duration = self.timing.duration
-        batches: list[BatchRecord] | None = [] if self.record_batches else None
+    @property
+    def prefilling(self) -> list[Request]:
+        """Waiting requests whose prefill has begun, in the order it began."""
+        return self.waiting.started
 
-        # At least a picosecond: a subnormal horizon would make the grid overflow to infinity.
-        sample_dt = max(horizon / BACKLOG_SAMPLES, 1e-12)
-        next_sample = 0.0
-        s_time: list[float] = []
-        s_tokens: list[int] = []
-        s_requests: list[int] = []
-        s_served: list[int] = []
+    def shortest_waiting(self) -> Iterator[Request]:
+        """Waiting requests whose prefill has not begun, shortest prompt first."""
+        return self.waiting.shortest_first()
 
-        now = 0.0
-        idle = 0.0
-        nxt = 0  # index of the next arrival
-        next_arrival = arrival[0]
-        processed = 0  # token slots processed so far
-        completed = 0  # outside the pool: requests whose prefill emitted their only token
-        iterations = 0
-        prefilled: list[Request] = []
+    def first_decoders(self, k: int) -> list[Request]:
+        """The ``k`` decoders that entered decode earliest: the ones ``decode_first=k``
+        serves."""
+        return self._decoders.first(k)
 
-        while True:
-            while next_arrival <= now:
-                waiting.append(Request(nxt, next_arrival, prompt[nxt], output[nxt]))
-                nxt += 1
-                next_arrival = arrival[nxt]
-            if now >= horizon and not drain:
-                break
-            if not waiting and not pool.size:
-                if nxt >= n:
-                    break
-                idle += next_arrival - now  # nothing to do until the next arrival
-                now = next_arrival
-                continue
+    def last_decoders(self, k: int) -> list[Request]:
+        """The ``k`` decoders that entered decode latest, newest first."""
+        return self._decoders.last(k)
 
-            self.now = now
-            self.num_decoding = pool.size
-            batch = schedule(self)
-            try:
-                chunks = batch.prefill
-                k = batch.decode_first
-                tokens = k
-                for req, m in chunks:
-                    left = req.prefill_left - m
-                    if m < 1 or left < 0:
-                        raise SchedulerError(f"{self.scheduler.name} gave request {req.id} a chunk "
-                                             f"of {m} tokens with {req.prefill_left} left")
-                    req.prefill_left = left
-                    tokens += m
-                    if not left:
-                        if waiting[0] is req:
-                            waiting.popleft()
-                        else:
-                            waiting.remove(req)
-                        prefilled.append(req)
-            except (AttributeError, TypeError, ValueError, IndexError) as exc:
-                # The compiled engine refuses numpy integers here; plain ints work everywhere.
-                raise SchedulerError(f"{self.scheduler.name} returned a malformed batch ({exc}): "
-                                     "a Batch holds a list of (waiting request, int) chunks "
-                                     "and an int decode_first") from exc
-            if (not tokens or tokens > budget or len(chunks) + k > seq_limit
-                    or not 0 <= k <= pool.size):
-                raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over "
-                                     f"the budget {budget} or cap {seq_limit}, or a decode count "
-                                     f"outside 0..{pool.size} (the decoding requests)")
-            dt = table[tokens] if table is not None else duration(tokens - k, k, len(chunks) + k)
-            if batches is not None:
-                decoded = [r.id for _, r in zip(range(k), pool, strict=False)]
-                batches.append(BatchRecord(now, now + dt, [(r.id, m) for r, m in chunks], decoded))
-            now += dt
-            iterations += 1
-            processed += tokens
+    def progress(self, req: Request) -> tuple[int, float]:
+        """(output tokens emitted, the last one's time, -1.0 before the first), in O(1)."""
+        status = req.status
+        if status == DECODING:
+            return self._decoders.progress(req)
+        parked = self._parked.get(req.id)
+        if parked is not None:
+            return req.output_tokens - parked.remaining, parked.last_token
+        if status == FINISHED:
+            return req.output_tokens, self.records.finish[req.id]
+        return 0, NO_TOKEN
 
-            # Decode first: requests whose prefill ends in this batch decode from the next one.
-            if k:
-                pool.serve(k, now)
-            if prefilled:
-                if not engine_convention:
-                    pool.add(prefilled)
-                else:
-                    for req in prefilled:
-                        first_token[req.id] = now  # the prefill's iteration emits token 1
-                        if req.output_tokens == 1:
-                            finish[req.id] = now
-                            completed += 1
-                    pool.add([r for r in prefilled if r.output_tokens > 1], now)
-                prefilled.clear()
+    # -- the lifecycle ----------------------------------------------------------------------
+    def use_records(self, records: RequestRecords) -> None:
+        """Write per-request times into ``records`` (indexed by request id; a run's engines
+        share one)."""
+        self.records = records
+        self._decoders.records = records
 
-            if now >= next_sample:
-                s_time.append(now)
-                s_tokens.append(arrived_work[nxt] - processed)
-                s_requests.append(len(waiting) + pool.size)
-                s_served.append(processed)
-                next_sample = (math.floor(now / sample_dt) + 1) * sample_dt
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is running."""
+        return self._in_flight
 
-        # Latency statistics cover completed requests: take back the gaps of those in flight.
-        for ticks in pool.inflight_gaps():
-            left = tbt_hist[ticks] - 1
-            if left:
-                tbt_hist[ticks] = left
-            else:
-                del tbt_hist[ticks]
-        # Totals follow from the token accounting, so the loop does not count them.
-        prefill_total = sum(prompt[:nxt]) - sum(r.prefill_left for r in waiting)
+    def has_work(self) -> bool:
+        return bool(self.waiting) or self._decoders.size > 0
+
+    def admit(self, req: Request) -> None:
+        """A request joins the waiting queue; the next batch formed may take it."""
+        if req.prompt_tokens < 1 or req.output_tokens < 1:
+            raise ValueError(f"request {req.id} needs at least 1 prompt and 1 output token")
+        req.status = WAITING
+        self.waiting.append(req)
+        self.admitted += 1
+        self.outstanding += 1
+        self.unprocessed_tokens += (req.prompt_tokens + req.output_tokens
+                                    - self._engine_convention)
+
+    def cancel(self, req: Request) -> None:
+        """Withdraw a request that has not started decoding (a real client went away)."""
+        if req not in self.waiting:
+            raise ValueError(f"request {req.id} is {req.status_name} here: only a request "
+                             "waiting on this engine can be cancelled")
+        req.status = CANCELLED
+        self.waiting.leave(req)
+        self.outstanding -= 1
+        self.unprocessed_tokens -= req.prefill_left + req.output_tokens - self._engine_convention
+
+    def start_batch(self, now: float) -> float | None:
+        """Form the next batch at ``now``; return its end time, or None when idle."""
+        if self._in_flight:
+            raise RuntimeError("a batch is already running on this engine")
+        if not self.waiting and not self._decoders.size:
+            return None
+        if now > self.last_batch_end:
+            self.idle_s += now - self.last_batch_end
         self.now = now
-        return EngineRecords(
-            first_token=np.asarray(first_token),
-            finish=np.asarray(finish),
-            tbt_hist=dict(tbt_hist),
-            backlog_time=np.asarray(s_time, dtype=float),
-            backlog_tokens=np.asarray(s_tokens, dtype=np.int64),
-            backlog_requests=np.asarray(s_requests, dtype=np.int64),
-            backlog_served=np.asarray(s_served, dtype=np.int64),
-            iterations=iterations,
-            busy_s=now - idle,
-            end_time=now,
-            prefill_tokens=prefill_total,
-            decode_tokens=processed - prefill_total,
-            admitted=nxt,
-            completed=completed + pool.completed,
-            batches=batches,
-        )
+        self.num_decoding = self._decoders.size
+        # ``object``: a policy returning something else gets a SchedulerError, not the
+        # compiled engine's own TypeError.
+        returned: object = self._schedule(self)
+        tokens = self._check(returned)
+        decodes = self._k + len(self._listed)
+        dt = (self._table[tokens] if self._table is not None
+              else self.timing.duration(tokens - decodes, decodes, len(self._chunks) + decodes))
+        if self.batches is not None:
+            self._decoded_ids = [r.id for r in (self._listed or self._decoders.first(self._k))]
+        self._in_flight = True
+        self._tokens = tokens
+        self._end = now + dt
+        return self._end
+
+    def _check(self, batch: object) -> int:
+        """Validate ``batch`` (without changing anything) and keep it; return its tokens."""
+        if not isinstance(batch, Batch):
+            raise self._malformed(f"{batch!r} is not a Batch")
+        # ``Batch`` types its fields as ``Any``: the compiled engine does not unbox them on the
+        # way in, so numpy integers pass through ``operator.index`` like plain ones.
+        try:
+            chunks = batch.prefill
+            k = batch.decode_first
+            if type(k) is not int:
+                k = index(k)
+            waiting = self.waiting
+            tokens = k
+            exact = True  # every count a plain int: keep the scheduler's own list
+            for position, chunk in enumerate(chunks):
+                req: Request = chunk[0]  # checked once: native attribute reads from here on
+                m = chunk[1]
+                if type(m) is not int:
+                    m = index(m)
+                    exact = False
+                if m < 1 or m > req.prefill_left:
+                    raise SchedulerError(f"{self.scheduler.name} gave request {req.id} a chunk "
+                                         f"of {m} tokens with {req.prefill_left} left")
+                if not waiting.holds(req, position):
+                    raise SchedulerError(f"{self.scheduler.name} gave a chunk to request "
+                                         f"{req.id}, which is not waiting on this engine "
+                                         f"({req.status_name})")
+                tokens += m
+            kept: list[tuple[Request, int]] = (
+                chunks if exact else [(r, index(m)) for r, m in chunks])
+            decode = batch.decode
+            preempt = batch.preempt
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise self._malformed(str(exc)) from exc
+        n = len(kept)
+        if n > 1 and (kept[0][0] is kept[1][0] if n == 2 else
+                      len({id(r) for r, _ in kept}) < n):
+            raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: a request in two "
+                                 "chunks")
+        if decode is not None or preempt is not None:
+            listed, evict = self._check_named(batch, k, decode, preempt)
+            tokens += len(listed)
+            seqs = n + len(listed)
+        else:
+            listed = evict = self._no_requests
+            seqs = n + k
+        size = self._decoders.size
+        if not tokens or tokens > self.budget or seqs > self.seq_limit or not 0 <= k <= size:
+            raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over the "
+                                 f"budget {self.budget} or cap {self.seq_limit}, or a decode "
+                                 f"count outside 0..{size} (the decoding requests)")
+        self._chunks, self._k, self._listed, self._evict = kept, k, listed, evict
+        return tokens
+
+    def _malformed(self, what: str) -> SchedulerError:
+        return SchedulerError(f"{self.scheduler.name} returned a malformed batch ({what}): a "
+                              "Batch holds a list of (waiting request, int) chunks and an int "
+                              "decode_first or a list of decoding requests")
+
+    def _check_named(self, batch: Batch, k: int, decode: Any,
+                     preempt: Any) -> tuple[list[Request], list[Request]]:
+        """The explicit form: decoders and preemptions named one by one."""
+        name = self.scheduler.name
+        if decode is not None and not self._explicit:
+            raise SchedulerError(f"{name} named decoders, but its decode_order is 'fcfs'")
+        listed: list[Request] = [] if decode is None else list(decode)
+        evict: list[Request] = [] if preempt is None else list(preempt)
+        if k and listed:
+            raise SchedulerError(f"{name} returned {batch!r}: decode_first and a decode list")
+        self._check_decoding(evict, name, "preempt")
+        self._check_decoding(listed, name, "decode")
+        if evict and listed and {r.id for r in listed} & {r.id for r in evict}:
+            raise SchedulerError(f"{name} returned {batch!r}: a request both preempted and "
+                                 "decoded")
+        return listed, evict
+
+    def _check_decoding(self, reqs: list[Request], name: str, what: str) -> None:
+        decoders = self._decoders
+        if len({r.id for r in reqs}) < len(reqs):
+            raise SchedulerError(f"{name} named a request twice in its {what} list")
+        for req in reqs:
+            if req.status != DECODING or req not in decoders:
+                raise SchedulerError(f"{name} put request {req.id} in its {what} list, but it "
+                                     "is not decoding on this engine")
+
+    def finish_batch(self) -> list[Request]:
+        """Apply the running batch at its end; return the requests that finished or emitted
+        their first token in it (valid until the next ``finish_batch``)."""
+        if not self._in_flight:
+            raise RuntimeError("no batch is running on this engine")
+        now = self._end
+        events = self._events
+        events.clear()
+        if self._evict:
+            for req in self._evict:
+                self._preempt(req)
+        waiting = self.waiting
+        prefilled: list[Request] | None = None
+        prefill = 0
+        for req, m in self._chunks:
+            prefill += m
+            left = req.prefill_left - m
+            req.prefill_left = left
+            if left:
+                if req.status != PREFILLING:
+                    req.status = PREFILLING
+                    waiting.begin(req)
+            else:
+                req.status = DECODING
+                waiting.leave(req)
+                if prefilled is None:
+                    prefilled = [req]
+                else:
+                    prefilled.append(req)
+        # Decode first: requests whose prefill ends in this batch decode from the next one.
+        done = 0
+        if self._k:
+            pool = self._pool
+            assert pool is not None
+            done = pool.serve(self._k, now, events)
+        elif self._listed:
+            decoders = self._decoders
+            assert isinstance(decoders, ExplicitDecoders)
+            done = decoders.serve_listed(self._listed, now, events)
+        if prefilled is not None:
+            done += self._enter_decode(prefilled, now, events)
+        self.outstanding -= done
+        self.prefill_tokens += prefill
+        tokens = self._tokens
+        self.processed_tokens += tokens
+        self.unprocessed_tokens -= tokens
+        self.iterations += 1
+        self.mean_batch_s += (now - self.now - self.mean_batch_s) / self.iterations
+        self.last_batch_end = now
+        self._in_flight = False
+        if self.batches is not None:
+            self._record_batch(now)
+        for observer in self.observers:
+            observer.batch_done(self, now)
+        return events
+
+    def _enter_decode(self, prefilled: list[Request], now: float,
+                      events: list[Request]) -> int:
+        """Requests whose prefill ended at ``now`` enter decode (or resume after preemption);
+        returns how many finished instead (one output token, engine convention)."""
+        records = self.records
+        fresh: list[Request] = []
+        done = 0
+        for req in prefilled:
+            if self._parked:
+                parked = self._parked.pop(req.id, None)
+                if parked is not None:
+                    self._decoders.resume(req, parked.remaining, parked.last_token,
+                                          parked.gaps)
+                    continue
+            if not self._engine_convention:
+                fresh.append(req)
+                continue
+            records.first_token[req.id] = now  # the prefill's iteration emits token 1
+            events.append(req)
+            if req.output_tokens == 1:
+                records.finish[req.id] = now
+                req.status = FINISHED
+                done += 1
+            else:
+                fresh.append(req)
+        records.completed += done
+        if fresh:
+            self._decoders.add(fresh, now if self._engine_convention else NO_TOKEN)
+        return done
+
+    def _preempt(self, req: Request) -> None:
+        """Recompute preemption: KV state is lost, emitted tokens stay emitted; the request
+        prefills its prompt and its output so far again, first in line."""
+        remaining, last_token, gaps = self._decoders.evict(req)
+        emitted = req.output_tokens - remaining
+        req.prefill_left = req.prompt_tokens + emitted
+        req.status = PREEMPTED
+        self._parked[req.id] = _Parked(remaining, last_token, gaps)
+        self.waiting.appendleft(req)
+        self.preemptions += 1
+        self.recomputed_tokens += req.prefill_left
+        self.unprocessed_tokens += req.prefill_left
+
+    def _record_batch(self, now: float) -> None:
+        assert self.batches is not None
+        self.batches.append(BatchRecord(self.now, now, [(r.id, m) for r, m in self._chunks],
+                                        self._decoded_ids))
+
+    def inflight_gaps(self) -> list[int]:
+        """The gaps in the TBT histogram that belong to requests this engine has not finished
+        (to take back out when a run stops): decoding ones, and preempted ones waiting."""
+        gaps = self._decoders.inflight_gaps()
+        if self._decoders.gaps_recorded_at_once:
+            for parked in self._parked.values():
+                gaps += parked.gaps
+        return gaps
+

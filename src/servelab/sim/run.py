@@ -1,0 +1,336 @@
+"""Engines on a loop: the components that drive them, feed them and watch them.
+
+- ``EngineProcess`` drives one engine: it starts a batch when work reaches an idle engine,
+  finishes it at its end time and starts the next, until the horizon (or, with ``drain``,
+  until nothing is left).
+- ``Feed`` hands a single engine the requests that have arrived whenever it forms a batch;
+  ``RoutedArrivals`` makes each arrival an event and hands it to a router in front of several
+  engines.
+- ``BacklogSampler`` records the backlog of a set of engines at the first batch end after each
+  point of an even time grid: the series the stability verdict reads.
+- ``run_engines`` wires them together for one run and returns what it recorded.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+from numpy import ndarray  # not np.ndarray in the dataclasses below: mypyc#1000
+
+from servelab.core.request import Request
+from servelab.sim.decode_pool import RequestRecords
+from servelab.sim.engine import BatchObserver, BatchRecord, Engine
+from servelab.sim.loop import Loop, Source
+from servelab.workload.chunks import CHUNK
+
+#: Backlog samples taken over the arrival window (evenly spaced in time).
+BACKLOG_SAMPLES: Final = 2000
+
+
+class EngineProcess:
+    """Drives one engine on a loop (module docstring)."""
+
+    def __init__(self, loop: Loop, engine: Engine, horizon: float, drain: bool) -> None:
+        self.loop = loop
+        self.engine = engine
+        self.horizon = horizon
+        self.drain = drain
+        self.feed: Feed | None = None  # requests this process admits itself (no router)
+        self._start_pending = False
+        self._finish_action = self._finish  # one bound method, not one per batch
+        #: Called with the requests that finished or emitted their first token in a batch.
+        self.on_events: Callable[[list[Request]], None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No batch running, and none about to start."""
+        return not self.engine.busy and not self._start_pending
+
+    def admit(self, req: Request) -> None:
+        """A request routed here: the engine takes it now; an idle one starts a batch."""
+        self.engine.admit(req)
+        if self.idle:
+            # Not at once: other arrivals at this very time join before the batch forms.
+            self._start_pending = True
+            self.loop.at(self.loop.now, self._start)
+
+    def _start(self) -> None:
+        """Start the next batch; while nothing else is due before it ends, finish it and go on
+        at once (the loop's clock jumps with it), instead of a heap event per batch."""
+        self._start_pending = False
+        loop = self.loop
+        engine = self.engine
+        feed = self.feed
+        now = loop.now
+        while True:
+            if feed is not None:
+                feed.admit_until(now, engine)
+            if now >= self.horizon and not self.drain:
+                return
+            end = engine.start_batch(now)
+            if end is None:
+                return
+            if not loop.free_until(end):
+                loop.at(end, self._finish_action)
+                return
+            loop.now = now = end
+            self._done(engine.finish_batch())
+
+    def _finish(self) -> None:
+        self._done(self.engine.finish_batch())
+        self._start()
+
+    def _done(self, events: list[Request]) -> None:
+        if self.on_events is not None and events:
+            self.on_events(events)
+
+
+class Arrivals(Source):
+    """A workload's requests in arrival order, made when their time comes.
+
+    The arrays are read ``CHUNK`` at a time as Python numbers: fast to index, and memory for
+    one chunk only, whatever the run's length.
+    """
+
+    def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray) -> None:
+        self._arrival = arrival
+        self._prompt = prompt
+        self._output = output
+        self._count = len(arrival)
+        self.made = 0  # requests made so far, the next one's id
+        self._base = 0  # id of the chunk's first request
+        self._t: list[float] = []
+        self._p: list[int] = []
+        self._o: list[int] = []
+        self._next = math.inf
+        self._load()
+
+    def _load(self) -> None:
+        start, stop = self.made, min(self.made + CHUNK, self._count)
+        self._base = start
+        self._t = self._arrival[start:stop].tolist()
+        self._p = self._prompt[start:stop].tolist()
+        self._o = self._output[start:stop].tolist()
+        self._next = self._t[0] if self._t else math.inf
+
+    def _take(self) -> Request:
+        """The next request (its arrival time is ``_next``)."""
+        j = self.made - self._base
+        req = Request(self.made, self._next, self._p[j], self._o[j])
+        self.made += 1
+        j += 1
+        if j < len(self._t):
+            self._next = self._t[j]
+        else:
+            self._load()
+        return req
+
+    def next_time(self) -> float:
+        return self._next
+
+    def fire(self) -> None:
+        raise NotImplementedError
+
+
+class RoutedArrivals(Arrivals):
+    """Each request is an event at its arrival time, handed to ``target`` (a router)."""
+
+    def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                 target: Callable[[Request], None]) -> None:
+        super().__init__(arrival, prompt, output)
+        self._target = target
+
+    def fire(self) -> None:
+        self._target(self._take())
+
+
+class Feed(Arrivals):
+    """One engine's own arrivals, with no router between: the engine takes every request that
+    has arrived when it forms a batch, in one go, which is what a request arriving mid-batch
+    would see anyway. Only an idle engine needs an event to wake it."""
+
+    def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                 process: EngineProcess) -> None:
+        super().__init__(arrival, prompt, output)
+        self._process = process
+        process.feed = self
+
+    def next_time(self) -> float:
+        return self._next if self._process.idle else math.inf
+
+    def fire(self) -> None:
+        self._process._start()
+
+    def admit_until(self, now: float, engine: Engine) -> None:
+        while self._next <= now:
+            engine.admit(self._take())
+
+
+class BacklogSampler(BatchObserver):
+    """Samples (time, served tokens, unprocessed tokens, requests in system) of ``engines``
+    at the first batch end (of any of them) after each point of an even grid over the horizon.
+    """
+
+    def __init__(self, engines: list[Engine], horizon: float) -> None:
+        self.engines = engines
+        # At least a picosecond: a subnormal horizon would make the grid overflow to infinity.
+        self._dt = max(horizon / BACKLOG_SAMPLES, 1e-12)
+        self._next = 0.0
+        self.time = array("d")
+        self.served = array("q")
+        self.tokens = array("q")
+        self.requests = array("q")
+
+    def batch_done(self, engine: Engine, now: float) -> None:
+        if now < self._next:
+            return
+        served = tokens = requests = 0
+        for e in self.engines:
+            served += e.processed_tokens
+            tokens += e.unprocessed_tokens
+            requests += e.outstanding
+        self.time.append(now)
+        self.served.append(served)
+        self.tokens.append(tokens)
+        self.requests.append(requests)
+        self._next = (math.floor(now / self._dt) + 1) * self._dt
+
+
+@dataclass
+class EngineRecords:
+    """What one engine did in a run (its own backlog series included)."""
+
+    iterations: int
+    busy_s: float
+    prefill_tokens: int
+    decode_tokens: int
+    admitted: int
+    completed: int
+    backlog: BacklogSampler
+    batches: list[BatchRecord] | None = field(default=None)
+
+
+@dataclass
+class RunRecords:
+    """What a run produced: per-request times, the TBT histogram, backlog series, totals."""
+
+    first_token: ndarray
+    finish: ndarray
+    tbt_hist: dict[int, int]
+    backlog: BacklogSampler  # of every engine together
+    engines: list[EngineRecords]
+    end_time: float
+    admitted: int
+    completed: int
+
+    @property
+    def iterations(self) -> int:
+        return sum(e.iterations for e in self.engines)
+
+    @property
+    def prefill_tokens(self) -> int:
+        return sum(e.prefill_tokens for e in self.engines)
+
+    @property
+    def decode_tokens(self) -> int:
+        return sum(e.decode_tokens for e in self.engines)
+
+    @property
+    def busy_s(self) -> float:
+        return sum(e.busy_s for e in self.engines)
+
+    @property
+    def batches(self) -> list[BatchRecord] | None:
+        """The batches of a one-engine run, when recorded."""
+        return self.engines[0].batches if len(self.engines) == 1 else None
+
+
+def run_engine(engine: Engine, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+               horizon: float, drain: bool = False) -> RunRecords:
+    """One engine on its own: every request goes to it."""
+    return run_engines([engine], None, np.asarray(arrival), np.asarray(prompt),
+                       np.asarray(output), horizon, drain)
+
+
+def run_engines(
+    engines: list[Engine],
+    route: Callable[[list[EngineProcess]], Callable[[Request], None]] | None,
+    arrival: np.ndarray,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    horizon: float,
+    drain: bool = False,
+) -> RunRecords:
+    """Simulate ``engines`` (fresh ones; they share one ``RequestRecords``) on the requests
+    given, sorted by arrival, until ``horizon`` (the run stops at the first batch end at or
+    after it), or with ``drain`` until every request finishes. ``route(processes)`` gives the
+    function that hands each arrival to a process; None feeds a single engine directly."""
+    if len(arrival) and (int(np.min(prompt)) < 1 or int(np.min(output)) < 1):
+        raise ValueError("every request needs at least 1 prompt and 1 output token")
+    loop = Loop()
+    records = RequestRecords(len(arrival))
+    for engine in engines:
+        engine.use_records(records)
+    processes = [EngineProcess(loop, e, horizon, drain) for e in engines]
+    samplers = [BacklogSampler([e], horizon) for e in engines]
+    total = samplers[0] if len(engines) == 1 else BacklogSampler(engines, horizon)
+    for engine, sampler in zip(engines, samplers, strict=True):
+        engine.observers.append(sampler)
+        if total is not sampler:
+            engine.observers.append(total)
+    source: Arrivals
+    if route is None:
+        if len(processes) != 1:
+            raise ValueError("several engines need a router")
+        source = Feed(arrival, prompt, output, processes[0])
+    else:
+        source = RoutedArrivals(arrival, prompt, output, route(processes))
+    loop.add_source(source)
+    # Nothing a run allocates forms a cycle that outlives it, and the collector's passes over
+    # millions of young requests cost more than a tenth of the run: pause it meanwhile.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        end = loop.run()
+    finally:
+        if collecting:
+            gc.enable()
+    # Latency statistics cover completed requests: take back the gaps of those in flight.
+    tbt = records.tbt
+    for engine in engines:
+        for ticks in engine.inflight_gaps():
+            left = tbt[ticks] - 1
+            if left:
+                tbt[ticks] = left
+            else:
+                del tbt[ticks]
+    per_engine = [
+        EngineRecords(
+            iterations=e.iterations,
+            busy_s=e.last_batch_end - e.idle_s,
+            prefill_tokens=e.prefill_tokens,
+            decode_tokens=e.processed_tokens - e.prefill_tokens,
+            admitted=e.admitted,
+            completed=e.admitted - e.outstanding,
+            backlog=sampler,
+            batches=e.batches,
+        )
+        for e, sampler in zip(engines, samplers, strict=True)
+    ]
+    admitted = source.made
+    return RunRecords(
+        first_token=np.frombuffer(records.first_token, dtype=np.float64)[:admitted],
+        finish=np.frombuffer(records.finish, dtype=np.float64)[:admitted],
+        tbt_hist=dict(tbt),
+        backlog=total,
+        engines=per_engine,
+        end_time=end,
+        admitted=admitted,
+        completed=records.completed,
+    )

@@ -12,7 +12,8 @@ The rules (docs and li_dai_peng.md):
   decode slots (D = 1 finishes at the prefill's end).
 * A request's first decode slot comes in a later iteration than its last prefill chunk, and a
   decoder gets at most one token per iteration: the batch's ``decode_first = k`` serves the
-  first k decoders in the order they entered decode (ties: the order of the batch's chunks).
+  first k decoders in the order they entered decode (ties: the order of the batch's chunks),
+  and an explicit ``decode`` list serves exactly the decoders it names.
 
 It is an ``EngineView`` like the real engine, so the very same scheduler objects drive both.
 """
@@ -88,6 +89,12 @@ class ReferenceEngine:
     def decoding(self) -> Iterator[RefRequest]:
         return iter(list(self.decoders))
 
+    def first_decoders(self, k: int) -> list[RefRequest]:
+        return self.decoders[:max(k, 0)]
+
+    def last_decoders(self, k: int) -> list[RefRequest]:
+        return self.decoders[::-1][:max(k, 0)]
+
     def run(
         self, arrival: Sequence[float], prompt: Sequence[int], output: Sequence[int]
     ) -> RefResult:
@@ -109,9 +116,15 @@ class ReferenceEngine:
 
             batch = self.scheduler.schedule(self)
             chunks = list(batch.prefill)
-            k = batch.decode_first
-            assert 0 <= k <= len(self.decoders)
-            served = self.decoders[:k]
+            if batch.decode is None:
+                k = batch.decode_first
+                assert 0 <= k <= len(self.decoders)
+                served = self.decoders[:k]
+            else:
+                served = list(batch.decode)
+                k = len(served)
+                assert len({id(r) for r in served}) == k
+                assert all(any(r is d for d in self.decoders) for r in served)
             prefill_tokens = sum(n for _, n in chunks)
             assert 0 < prefill_tokens + k <= self.budget
             assert len(chunks) + k <= self.seq_limit

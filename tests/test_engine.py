@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from servelab.core.batch import Batch
 from servelab.core.request import Request
 from servelab.errors import SchedulerError
 from servelab.schedulers import make_scheduler
-from servelab.schedulers.base import EngineView, Scheduler
+from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 from servelab.sim import run as sim_run
 from servelab.sim.decode_pool import NO_TOKEN, TICKS_PER_S, DecodePool, RequestRecords
 from servelab.sim.engine import Engine
@@ -35,7 +36,18 @@ TIMINGS: dict[str, TimingModel] = {
     # Not token-only: exercises the engine's duration() path instead of its token table.
     "affine": Affine(alpha=0.005, beta_prefill=1e-4, beta_decode=3e-4, gamma=2e-5),
 }
-SCHEDULER_NAMES = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
+def _doc_example() -> type[Scheduler]:
+    """The scheduler docs/architecture.md shows how to write, run here as it is printed."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    namespace: dict[str, object] = {}
+    exec(text.split("```python\n")[1].split("```")[0], namespace)
+    example = namespace["NewestFirst"]
+    assert isinstance(example, type) and issubclass(example, Scheduler)
+    return example
+
+
+NEWEST_FIRST = _doc_example()  # the explicit decode form, newest decoders first
+SCHEDULER_NAMES = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs", "newest-first")
 # Reference and engine add the same float durations in the same order, so times agree to the
 # last bit in practice; 1e-9 s only absorbs a harmless reassociation, far below any batch time.
 ATOL = 1e-9
@@ -64,6 +76,8 @@ class Scenario:
     output: list[int]
 
     def make_scheduler(self) -> Scheduler:
+        if self.scheduler == NEWEST_FIRST.name:
+            return NEWEST_FIRST()
         return make_scheduler(self.scheduler, **self.options)  # type: ignore[arg-type]
 
     @property
@@ -132,7 +146,7 @@ def scenarios(draw: st.DrawFn, names: tuple[str, ...] = SCHEDULER_NAMES,
             options["kp"] = draw(st.sampled_from([None, 1, 2, 3]))
             options["kd"] = draw(st.sampled_from([None, 1, 2, 3]))
     budget = draw(st.integers(1, 64))
-    if make_scheduler(name, **options).whole_prefill:  # type: ignore[arg-type]
+    if name in ("fastertransformer", "vllm") and not options["chunked_prefill"]:
         budget = max(budget, max(prompt))  # a prompt over the budget would never run
     cap = draw(st.one_of(st.none(), st.integers(1, 8))) if kmax else None
     convention = draw(st.sampled_from(["paper", "engine"]))
@@ -470,3 +484,87 @@ def test_a_subnormal_horizon_does_not_overflow_the_backlog_grid() -> None:
     engine = Engine(make_scheduler("sarathi"), Constant(1.0), 16)
     rec = sim_run.run_engine(engine, [0.0, 1e-3], [1, 1], [1, 1], horizon=1e-310)
     assert rec.iterations == 1 and len(rec.backlog.time) == 1
+
+
+# -- preemption, in both decode forms -----------------------------------------------------------
+
+
+class _Preempting(Scheduler):
+    """Sarathi's fill, evicting the newest decoder every third batch (recompute)."""
+
+    name = "preempting"
+    work_conserving = False
+
+    def __init__(self, explicit: bool) -> None:
+        self.decode_order = "explicit" if explicit else "fcfs"  # type: ignore[misc]
+        self._batches = 0
+
+    def schedule(self, view: EngineView) -> Batch:
+        self._batches += 1
+        evict = view.last_decoders(1) if self._batches % 3 == 0 and view.num_decoding > 1 else []
+        k = min(view.num_decoding - len(evict), view.budget, view.seq_limit)
+        chunks, _ = fill_chunks(view.waiting, view.budget - k, view.seq_limit - k)
+        if self.decode_order == "explicit":
+            return Batch(chunks, decode=view.first_decoders(k + len(evict))[:k], preempt=evict)
+        return Batch(chunks, k, preempt=evict)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("convention", ["paper", "engine"])
+def test_preempted_requests_recompute_and_still_finish_with_every_token(
+    explicit: bool, convention: str
+) -> None:
+    rng = np.random.default_rng(5)
+    n = 60
+    arrival = np.sort(rng.uniform(0, 20, n))
+    prompt = rng.integers(1, 40, n)
+    output = rng.integers(2, 30, n)
+    engine = Engine(_Preempting(explicit), Constant(1.0), 48, convention=convention)
+    rec = sim_run.run_engine(engine, arrival, prompt, output, horizon=float(arrival[-1]),
+                             drain=True)
+    assert rec.completed == n and np.isfinite(rec.finish).all()
+    assert engine.preemptions > 0 and engine.outstanding == 0
+    # Every output token once: D - 1 gaps a request, the one across its preemption included.
+    assert sum(rec.tbt_hist.values()) == int((output - 1).sum())
+    # Work: every prompt and decode slot once, plus the recomputed prefills.
+    slots = int(prompt.sum() + output.sum()) - (n if convention == "engine" else 0)
+    assert rec.prefill_tokens + rec.decode_tokens == slots + engine.recomputed_tokens
+    assert (rec.finish - rec.first_token >= output - 1 - 1e-9).all()  # >= one batch a token
+
+
+def test_a_batch_naming_decoders_needs_the_explicit_form() -> None:
+    class Misdeclared(_Preempting):
+        def schedule(self, view: EngineView) -> Batch:
+            return Batch([], decode=view.first_decoders(view.num_decoding))
+
+    engine = Engine(Misdeclared(explicit=False), Constant(1.0), 16)
+    with pytest.raises(SchedulerError, match="decode_order is 'fcfs'"):
+        sim_run.run_engine(engine, [0.0, 0.0], [1, 1], [3, 3], horizon=1.0, drain=True)
+
+
+# -- requests: subclassing, pickling, numpy integers ---------------------------------------------
+
+
+class _TaggedRequest(Request):
+    """A real engine's request would carry token ids; any subclass must work in both builds."""
+
+    def __init__(self, id: int, arrival: float, prompt: int, output: int, tag: str) -> None:
+        super().__init__(id, arrival, prompt, output)
+        self.tag = tag
+
+
+def test_requests_subclass_pickle_and_take_numpy_integers() -> None:
+    import pickle
+
+    req = Request(np.int64(3), np.float64(1.5), np.int32(7), np.int64(2))
+    assert (req.id, req.prompt_tokens, req.output_tokens) == (3, 7, 2)
+    assert type(req.id) is int and req.status_name == "waiting"
+    req.prefill_left = 4
+    again = pickle.loads(pickle.dumps(req))
+    assert (again.id, again.arrival, again.prefill_left, again.status) == (3, 1.5, 4, 0)
+    tagged = pickle.loads(pickle.dumps(_TaggedRequest(1, 0.0, 5, 5, "x")))
+    assert type(tagged) is _TaggedRequest and tagged.tag == "x" and tagged.prompt_tokens == 5
+    engine = Engine(make_scheduler("sarathi"), Constant(1.0), 16)
+    engine.use_records(RequestRecords(1))
+    engine.admit(_TaggedRequest(0, 0.0, 3, 2, "y"))
+    assert engine.start_batch(0.0) == 1.0 and engine.finish_batch() == []

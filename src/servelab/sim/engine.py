@@ -226,8 +226,6 @@ class Engine:
         decodes = self._k + len(self._listed)
         dt = (self._table[tokens] if self._table is not None
               else self.timing.duration(tokens - decodes, decodes, len(self._chunks) + decodes))
-        if self.batches is not None:
-            self._decoded_ids = [r.id for r in (self._listed or self._decoders.first(self._k))]
         self._in_flight = True
         self._tokens = tokens
         self._end = now + dt
@@ -279,7 +277,7 @@ class Engine:
         else:
             listed = evict = self._no_requests
             seqs = n + k
-        size = self._decoders.size
+        size = self._decoders.size - len(evict)  # decode_first counts those left after them
         if not tokens or tokens > self.budget or seqs > self.seq_limit or not 0 <= k <= size:
             raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over the "
                                  f"budget {self.budget} or cap {self.seq_limit}, or a decode "
@@ -329,6 +327,8 @@ class Engine:
         if self._evict:
             for req in self._evict:
                 self._preempt(req)
+        if self.batches is not None:
+            self._decoded_ids = [r.id for r in (self._listed or self._decoders.first(self._k))]
         waiting = self.waiting
         prefilled: list[Request] | None = None
         prefill = 0

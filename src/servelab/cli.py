@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from servelab.config import SimConfig
+from servelab.core.convention import CONVENTIONS
 from servelab.errors import ConfigError, ConfigWarning, SchedulerError
 from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import check_plot_path, plot_backlog
@@ -54,7 +55,7 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset-file", metavar="FILE", help="a preset YAML file of your own")
     g.add_argument("--budget", metavar="B", help="token budget b_max (default: the preset's)")
     g.add_argument("--kmax", metavar="K", help="at most K requests per batch (default: no cap)")
-    g.add_argument("--convention", choices=("paper", "engine"),
+    g.add_argument("--convention", choices=CONVENTIONS,
                    help="token convention (default: the preset's)")
     g.add_argument("--rate", metavar="R", help="arrival rate, requests per second")
     g.add_argument("--load", metavar="X", help="arrival rate as a fraction of capacity")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 
 DEFAULT_PRESET = "codellama-34b-a100"
@@ -143,8 +144,8 @@ class SimConfig:
         if self.scheduler is not None and self.schedulers is not None:
             raise ConfigError("scheduler", "give scheduler (one run) or schedulers (a "
                                            "comparison), not both")
-        if self.convention not in (None, "paper", "engine"):
-            raise ConfigError("convention", "must be 'paper' or 'engine'")
+        if self.convention is not None:
+            Convention.named(self.convention)
         if self.priority not in (None, "decode", "prefill"):
             raise ConfigError("priority", "must be 'decode' or 'prefill'")
         if self.seed < 0:

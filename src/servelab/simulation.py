@@ -36,6 +36,7 @@ from servelab.config import (
     MAX_REQUESTS,
     SimConfig,
 )
+from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
 from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
@@ -65,7 +66,7 @@ class Scenario:
     config: SimConfig
     preset: Preset
     budget: int
-    convention: str
+    convention: Convention
     spec: WorkloadSpec
     stream: RequestStream
     workload: Workload
@@ -100,14 +101,14 @@ def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
     return config if isinstance(config, SimConfig) else SimConfig.from_dict(config)
 
 
-def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
+def resolve_engine(config: SimConfig) -> tuple[Preset, int, Convention]:
     """The preset, and the budget and convention after the config's overrides."""
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
         preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
-    return preset, budget, config.convention or preset.convention
+    return preset, budget, Convention.named(config.convention or preset.convention)
 
 
 def resolve_workload(config: SimConfig) -> WorkloadSpec:
@@ -294,7 +295,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     """Simulate one policy on the requests ``w`` and summarise it beside the theory."""
     c = scenario.config
     engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
-                    scenario.convention, c.record_batches)
+                    scenario.convention.name, c.record_batches)
     horizon = scenario.horizon(w)
     rec = engine.run(w.arrival, w.prompt, w.output, horizon, c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
@@ -302,7 +303,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
                             w.output[: rec.admitted])
     backlog = BacklogSeries(rec.backlog_time, rec.backlog_tokens, rec.backlog_requests)
     theory = scenario.theory
-    work = w.prompt + w.output - (1 if scenario.convention == "engine" else 0)
+    work = scenario.convention.work(w.prompt, w.output)
     series = RunSeries(rec.backlog_time, rec.backlog_served, w.arrival, work, horizon)
     verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
@@ -317,7 +318,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "timing": scenario.preset.timing.describe(),
         "budget": scenario.budget,
         "kmax": c.kmax,
-        "convention": scenario.convention,
+        "convention": scenario.convention.name,
         "workload": {**scenario.spec.describe(), "seed": c.seed},
         **theory,
         **verdict.to_dict(_capacity_along_mix(theory)),
@@ -411,7 +412,7 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
         "timing": preset.timing.describe(),
         "budget": budget,
         "kmax": config.kmax,
-        "convention": convention,
+        "convention": convention.name,
         "mean_prefill_tokens": m_p,
         "mean_decode_tokens": m_d,
         **capacity_block,

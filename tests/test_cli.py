@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from servelab.build import build_kind
+
 SMALL = ["--rate", "10", "--requests", "300", "--seed", "1"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +123,7 @@ def test_capacity_without_a_rate_gives_no_verdict() -> None:
 
 SIMULATE_KEYS = {"scheduler", "rate", "load", "capacity", "verdict", "backlog_slope_tokens_per_s",
                  "fluid_slope_tokens_per_s", "throughput", "completed", "iterations", "ttft_ms",
-                 "tbt_ms", "e2e_ms", "wall_s", "in_flight", "convention"}
+                 "tbt_ms", "e2e_ms", "wall_s", "in_flight", "convention", "build"}
 
 
 def test_simulate_json_contract() -> None:
@@ -217,7 +219,8 @@ def test_simulate_out_writes_three_files(tmp_path: Path) -> None:
     assert {"arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens"} <= set(
         header)
     assert len((out / "requests.csv").read_text().splitlines()) == 301
-    assert json.loads((out / "summary.json").read_text())["scheduler"] == "vllm"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scheduler"], summary["build"]) == ("vllm", build_kind())
     again = run("simulate", "--scheduler", "vllm", *SMALL, "--out", str(out))
     assert again.returncode == 2 and again.stderr.startswith("error: out:")
 
@@ -230,7 +233,9 @@ def test_compare_json_and_out(tmp_path: Path) -> None:
     assert payload["theory"]["kmax_region"] is None
     assert {"compare.json", "backlog.png", "sarathi", "vllm"} == {p.name for p in out.iterdir()}
     assert (out / "backlog.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "sarathi" / "summary.json").exists()
+    assert json.loads((out / "sarathi" / "summary.json").read_text())["build"] == build_kind()
+    assert [s["build"] for s in json.loads((out / "compare.json").read_text())] == [
+        build_kind()] * 2
 
 
 @pytest.mark.slow

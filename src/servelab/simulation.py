@@ -25,6 +25,7 @@ from servelab.analysis.stability import (
     request_guards,
 )
 from servelab.analysis.theory import request_capacity, theory_summary
+from servelab.build import build_kind
 from servelab.config import (
     DEFAULT_ARRIVALS,
     DEFAULT_DECODE,
@@ -341,6 +342,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "tpot_ms": stats_ms(tpot),
         "e2e_ms": stats_ms(requests.e2e_s[done]),
         "servelab_version": _version(),
+        "build": build_kind(),  # compiled and pure must agree; say which one produced this
     }
     return SimResult(summary, requests, backlog, rec.batches)
 

@@ -262,6 +262,26 @@ def test_run_experiment_file_with_overrides(tmp_path: Path) -> None:
     assert [s["scheduler"] for s in payload["results"]] == ["orca", "kfcfs"]
 
 
+def test_settings_by_dotted_path_in_files_and_overrides(tmp_path: Path) -> None:
+    """Sections, dotted keys and flat names mix; --set replaces a setting however written."""
+    (tmp_path / "exp.yaml").write_text(
+        "scheduler: {name: kfcfs, kp: 2}\nworkload: {rate: 8, prefill: 64}\nrun.requests: 200\n")
+    s = ok_json("run", str(tmp_path / "exp.yaml"), "--set", "rate=9", "--set",
+                "scheduler.priority=prefill")
+    assert s["rate"] == 9 and s["workload"]["prefill"] == "64"
+    assert s["scheduler_options"] == {"priority": "prefill", "kp": 2, "kd": None}
+    proc = run("run", str(tmp_path / "exp.yaml"), "--set", "scheduler.kp=0")
+    assert_refused(proc, "scheduler.kp")
+    s = ok_json("simulate", *SMALL, "--scheduler", "kfcfs", "--set", "scheduler.kd=3")
+    assert s["scheduler_options"]["kd"] == 3
+
+
+def test_help_lists_every_scheduler_option() -> None:
+    text = run("simulate", "--help").stdout
+    assert "--set scheduler.OPTION=VALUE" in text
+    assert all(knob in text for knob in ("chunked_prefill", "order", "priority", "kp", "kd"))
+
+
 def test_trace_and_preset_file(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens,extra\n"
@@ -324,6 +344,15 @@ BAD_INPUTS = [
     (["simulate", "--rate", "5", "--scheduler", "orca", "--chunked-prefill"], "chunked_prefill"),
     (["compare", "--rate", "5", "--schedulers", "orca,sarathi", "--kp", "2"], "kp"),
     (["compare", "--rate", "5", "--schedulers", "sarathi,sarathi"], "schedulers"),
+    # Dotted paths: named as written.
+    (["simulate", "--set", "workload.rate=0"], "workload.rate"),
+    (["simulate", "--rate", "5", "--set", "workload.bogus=1"], "workload.bogus"),
+    (["simulate", "--rate", "5", "--set", "scheduler.kp=3"], "scheduler.kp"),
+    (["simulate", "--rate", "5", "--scheduler", "kfcfs", "--set", "scheduler.kp=0"],
+     "scheduler.kp"),
+    (["simulate", "--rate", "5", "--set", "scheduler.order=spf"], "scheduler.order"),
+    (["simulate", "--rate", "5", "--set", "scheduler.order=lifo"], "scheduler.order"),
+    (["compare", "--rate", "5", "--set", "scheduler.kp"], "set"),
     # Paths that would not be where the report says, or could not be written.
     (["compare", "--rate", "5", "--out", ""], "out"),
     (["compare", "--rate", "5", "--plot", ""], "plot"),
@@ -466,7 +495,8 @@ def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> No
     payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
                       cwd=tmp_path)
     kfcfs, sarathi = payload["results"]
-    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+    assert kfcfs["scheduler_options"]["kp"] == 1
+    assert sarathi["scheduler_options"] == {"order": "fcfs"}  # its own knob, not kp
 
 
 def one_warning(proc: subprocess.CompletedProcess[str], field: str) -> str:

@@ -40,7 +40,7 @@ from servelab.config import (
 from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
-from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
+from servelab.schedulers import Scheduler, knobs_for, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
 from servelab.timing.presets import Preset, load_preset, load_preset_file
@@ -92,10 +92,6 @@ class CompareResult:
     @property
     def summaries(self) -> list[dict[str, Any]]:
         return [r.summary for r in self.results]
-
-
-#: Every scheduler option, in the order errors name them.
-SCHEDULER_OPTIONS = tuple(dict.fromkeys(o for options in OPTIONS.values() for o in options))
 
 
 def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
@@ -190,6 +186,11 @@ def _path(name: str, config: SimConfig) -> Path:
 def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     """Resolve preset, workload and theory; every input error surfaces here, before any run."""
     config = as_config(config)
+    with config.named_as_written():
+        return _prepare(config)
+
+
+def _prepare(config: SimConfig) -> Scenario:
     if config.rate is None and config.load is None and config.trace is None:
         raise ConfigError("rate", "required (requests per second), or --load as a fraction "
                                   "of capacity, or a --trace")
@@ -225,9 +226,17 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
                     auto_cap)
 
 
+def make_policies(config: SimConfig, names: Sequence[str]) -> list[Scheduler]:
+    """The policies called ``names`` with the config's knobs, each taking those it has; a knob
+    none of them takes is refused, as is a bad value, before any work."""
+    refuse_unused_options(names, config.scheduler_options)
+    return [make_scheduler(name, **knobs_for(name, config.scheduler_options)) for name in names]
+
+
 def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
     """Make the policy and refuse, before running, a workload it could never serve."""
-    scheduler = make_scheduler(name, **scheduler_options(scenario.config))
+    with scenario.config.named_as_written():
+        [scheduler] = make_policies(scenario.config, [name])
     _check_prompts_fit(scheduler, scenario.workload, scenario.budget)
     return scheduler
 
@@ -259,7 +268,8 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
     while (c.auto and result.summary["verdict"] == "inconclusive"
            and len(workload) < scenario.auto_cap):
         workload = scenario.stream.first(min(scenario.auto_cap, 2 * len(workload)))
-        _check_prompts_fit(scheduler, workload, scenario.budget)
+        with c.named_as_written():
+            _check_prompts_fit(scheduler, workload, scenario.budget)
         result = _run_once(scenario, scheduler, workload)
         steps.append(len(workload))
     summary = result.summary
@@ -355,20 +365,16 @@ def _capacity_along_mix(theory: dict[str, Any]) -> float:
     return float(max_rate) * float(theory["capacity"]["work_per_request_tokens"])
 
 
-def scheduler_options(config: SimConfig) -> dict[str, Any]:
-    """The scheduler options of ``config`` by name; None where not given."""
-    return {option: getattr(config, option) for option in SCHEDULER_OPTIONS}
-
-
 def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
     config = as_config(config)
-    if config.schedulers is not None:
-        raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
-    name = config.scheduler or DEFAULT_SCHEDULER
-    refuse_unused_options([name], scheduler_options(config))
-    scenario = prepare(config)
-    return run_scheduler(scenario, build_scheduler(scenario, name))
+    with config.named_as_written():
+        if config.schedulers is not None:
+            raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
+        [policy] = make_policies(config, [config.scheduler or DEFAULT_SCHEDULER])
+        scenario = _prepare(config)
+        _check_prompts_fit(policy, scenario.workload, scenario.budget)
+    return run_scheduler(scenario, policy)
 
 
 def compare(
@@ -381,23 +387,29 @@ def compare(
     all five) runs.
     """
     config = as_config(config)
-    if schedulers is not None:
-        if isinstance(schedulers, str):
-            raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
-                                            f"string {schedulers!r}; write [{schedulers!r}]")
-        config = config.replace(scheduler=None, schedulers=schedulers)
-    if config.scheduler is not None:
-        raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
-    names = config.schedulers or list(DEFAULT_COMPARE)
-    refuse_unused_options(names, scheduler_options(config))
-    scenario = prepare(config)
-    policies = [build_scheduler(scenario, name) for name in names]
+    with config.named_as_written():
+        if schedulers is not None:
+            if isinstance(schedulers, str):
+                raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
+                                                f"string {schedulers!r}; write [{schedulers!r}]")
+            config = config.replace(scheduler=None, schedulers=schedulers)
+        if config.scheduler is not None:
+            raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
+        policies = make_policies(config, config.schedulers or DEFAULT_COMPARE)
+        scenario = _prepare(config)
+        for policy in policies:
+            _check_prompts_fit(policy, scenario.workload, scenario.budget)
     return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
 
 
 def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The theory alone for a configuration (no simulation)."""
     config = as_config(config)
+    with config.named_as_written():
+        return _capacity(config)
+
+
+def _capacity(config: SimConfig) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output

@@ -11,14 +11,11 @@ Plain attributes and integer arithmetic, so that a compiled engine can read it p
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, overload
 
-import numpy as np
+from numpy import ndarray
 
 from servelab.errors import ConfigError
-
-#: Token counts: one request's (int), a workload's means (float) or every request's (array).
-N = TypeVar("N", int, float, np.ndarray)
 
 
 class Convention:
@@ -32,11 +29,27 @@ class Convention:
         self.first_token_at_prefill = first_token_at_prefill
         self._emitted_by_prefill = 1 if first_token_at_prefill else 0
 
-    def decode_slots(self, output_tokens: N) -> N:
+    # Token counts are one request's (int), a workload's means (float) or every request's
+    # (an array); the overloads keep an int an int for the compiled engine.
+    @overload
+    def decode_slots(self, output_tokens: int) -> int: ...
+    @overload
+    def decode_slots(self, output_tokens: float) -> float: ...
+    @overload
+    def decode_slots(self, output_tokens: ndarray) -> ndarray: ...
+
+    def decode_slots(self, output_tokens: Any) -> Any:
         """Decode token slots a request of ``output_tokens`` output tokens needs."""
         return output_tokens - self._emitted_by_prefill
 
-    def work(self, prompt_tokens: N, output_tokens: N) -> N:
+    @overload
+    def work(self, prompt_tokens: int, output_tokens: int) -> int: ...
+    @overload
+    def work(self, prompt_tokens: float, output_tokens: float) -> float: ...
+    @overload
+    def work(self, prompt_tokens: ndarray, output_tokens: ndarray) -> ndarray: ...
+
+    def work(self, prompt_tokens: Any, output_tokens: Any) -> Any:
         """Token slots a request needs in all: the load is the arrival rate times this, over
         the token capacity (Li-Dai-Peng Theorem 2)."""
         return prompt_tokens + self.decode_slots(output_tokens)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Self, get_type_hints
 
 from servelab.errors import ConfigError
@@ -50,7 +49,7 @@ class SchedulerOptions:
 
     def __post_init__(self) -> None:
         """Convert and check every knob, so a policy built directly is checked too."""
-        hints = _hints(type(self))
+        hints = get_type_hints(type(self))
         for f in dataclasses.fields(self):
             name = f"scheduler.{f.name}"
             value = convert(name, hints[f.name], getattr(self, f.name))
@@ -80,7 +79,7 @@ class SchedulerOptions:
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(knob, its values and default, its help) for each knob, for the CLI's help."""
-        hints = _hints(cls)
+        hints = get_type_hints(cls)  # the module's names resolve Literal and the like
         rows = []
         for f in dataclasses.fields(cls):
             values = accepted(hints[f.name])
@@ -89,9 +88,3 @@ class SchedulerOptions:
             default = "none" if f.default is None else str(f.default).lower()
             rows.append((f.name, f"{values}, default {default}", f.metadata["about"]))
         return rows
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    """A class's resolved field types (its module's names resolve ``Literal`` and the like)."""
-    return get_type_hints(cls)

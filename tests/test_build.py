@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from servelab.build import stale_modules
@@ -36,3 +38,15 @@ def test_installed_packages_are_never_stale(tmp_path: Path) -> None:
     os.utime(compiled, (1000, 1000))
     os.utime(source, (3000, 3000))
     assert stale_modules(tmp_path / "src" / "servelab") == []
+
+
+def test_the_makefile_recompiles_for_what_setup_py_compiles_and_imports() -> None:
+    """The Makefile's dependencies come from setup.py's list, not from a wildcard."""
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run([sys.executable, "setup.py", "--compiled-sources"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert "src/servelab/sim/engine.py" in listed  # compiled
+    assert "src/servelab/timing/models.py" in listed  # imported by the engine
+    assert "src/servelab/schedulers/orca.py" not in listed  # neither
+    assert "src/servelab/simulation.py" not in listed
+    assert "$(shell $(PYTHON) setup.py --compiled-sources)" in (root / "Makefile").read_text()

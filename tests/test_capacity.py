@@ -1,4 +1,5 @@
-"""Capacity theory: token capacity, work per request and the k_max stability region."""
+"""Capacity theory: token capacity and the k_max stability region (work per request: the
+token convention, tests/test_convention.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from servelab.analysis.capacity import (
     _upper_hull,
     kmax_region,
     token_capacity,
-    work_per_request,
 )
 from servelab.errors import ConfigError
 from servelab.timing.models import Affine, Piecewise, Staircase, Table, TimingModel
@@ -25,14 +25,6 @@ T128, T1024 = 0.04675, 0.29504  # CodeLlama batch times at 128 and 1024 tokens
 
 def test_token_capacity_is_model_capacity() -> None:
     assert token_capacity(CODELLAMA, 512) == pytest.approx(512 / 0.15316)
-
-
-def test_work_per_request() -> None:
-    assert work_per_request(290, 990, "paper") == 1280
-    assert work_per_request(290, 990, "engine") == 1279
-    with pytest.raises(ConfigError) as err:
-        work_per_request(1, 1, "vllm")
-    assert err.value.field == "convention"
 
 
 def test_codellama_region_has_vertex_c() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from servelab.build import build_kind
+
 SMALL = ["--rate", "10", "--requests", "300", "--seed", "1"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +123,7 @@ def test_capacity_without_a_rate_gives_no_verdict() -> None:
 
 SIMULATE_KEYS = {"scheduler", "rate", "load", "capacity", "verdict", "backlog_slope_tokens_per_s",
                  "fluid_slope_tokens_per_s", "throughput", "completed", "iterations", "ttft_ms",
-                 "tbt_ms", "e2e_ms", "wall_s", "in_flight", "convention"}
+                 "tbt_ms", "e2e_ms", "wall_s", "in_flight", "convention", "build"}
 
 
 def test_simulate_json_contract() -> None:
@@ -217,7 +219,8 @@ def test_simulate_out_writes_three_files(tmp_path: Path) -> None:
     assert {"arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens"} <= set(
         header)
     assert len((out / "requests.csv").read_text().splitlines()) == 301
-    assert json.loads((out / "summary.json").read_text())["scheduler"] == "vllm"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scheduler"], summary["build"]) == ("vllm", build_kind())
     again = run("simulate", "--scheduler", "vllm", *SMALL, "--out", str(out))
     assert again.returncode == 2 and again.stderr.startswith("error: out:")
 
@@ -230,7 +233,9 @@ def test_compare_json_and_out(tmp_path: Path) -> None:
     assert payload["theory"]["kmax_region"] is None
     assert {"compare.json", "backlog.png", "sarathi", "vllm"} == {p.name for p in out.iterdir()}
     assert (out / "backlog.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "sarathi" / "summary.json").exists()
+    assert json.loads((out / "sarathi" / "summary.json").read_text())["build"] == build_kind()
+    assert [s["build"] for s in json.loads((out / "compare.json").read_text())] == [
+        build_kind()] * 2
 
 
 @pytest.mark.slow
@@ -255,6 +260,26 @@ def test_run_experiment_file_with_overrides(tmp_path: Path) -> None:
     (tmp_path / "cmp.yaml").write_text("schedulers: [orca, kfcfs]\nload: 0.5\nrequests: 200\n")
     payload = ok_json("run", str(tmp_path / "cmp.yaml"), "--plot", str(tmp_path / "p.png"))
     assert [s["scheduler"] for s in payload["results"]] == ["orca", "kfcfs"]
+
+
+def test_settings_by_dotted_path_in_files_and_overrides(tmp_path: Path) -> None:
+    """Sections, dotted keys and flat names mix; --set replaces a setting however written."""
+    (tmp_path / "exp.yaml").write_text(
+        "scheduler: {name: kfcfs, kp: 2}\nworkload: {rate: 8, prefill: 64}\nrun.requests: 200\n")
+    s = ok_json("run", str(tmp_path / "exp.yaml"), "--set", "rate=9", "--set",
+                "scheduler.priority=prefill")
+    assert s["rate"] == 9 and s["workload"]["prefill"] == "64"
+    assert s["scheduler_options"] == {"priority": "prefill", "kp": 2, "kd": None}
+    proc = run("run", str(tmp_path / "exp.yaml"), "--set", "scheduler.kp=0")
+    assert_refused(proc, "scheduler.kp")
+    s = ok_json("simulate", *SMALL, "--scheduler", "kfcfs", "--set", "scheduler.kd=3")
+    assert s["scheduler_options"]["kd"] == 3
+
+
+def test_help_lists_every_scheduler_option() -> None:
+    text = run("simulate", "--help").stdout
+    assert "--set scheduler.OPTION=VALUE" in text
+    assert all(knob in text for knob in ("chunked_prefill", "order", "priority", "kp", "kd"))
 
 
 def test_trace_and_preset_file(tmp_path: Path) -> None:
@@ -334,6 +359,15 @@ BAD_INPUTS = [
     (["simulate", "--rate", "5", "--scheduler", "orca", "--chunked-prefill"], "chunked_prefill"),
     (["compare", "--rate", "5", "--schedulers", "orca,sarathi", "--kp", "2"], "kp"),
     (["compare", "--rate", "5", "--schedulers", "sarathi,sarathi"], "schedulers"),
+    # Dotted paths: named as written.
+    (["simulate", "--set", "workload.rate=0"], "workload.rate"),
+    (["simulate", "--rate", "5", "--set", "workload.bogus=1"], "workload.bogus"),
+    (["simulate", "--rate", "5", "--set", "scheduler.kp=3"], "scheduler.kp"),
+    (["simulate", "--rate", "5", "--scheduler", "kfcfs", "--set", "scheduler.kp=0"],
+     "scheduler.kp"),
+    (["simulate", "--rate", "5", "--set", "scheduler.order=spf"], "scheduler.order"),
+    (["simulate", "--rate", "5", "--set", "scheduler.order=lifo"], "scheduler.order"),
+    (["compare", "--rate", "5", "--set", "scheduler.kp"], "set"),
     # Paths that would not be where the report says, or could not be written.
     (["compare", "--rate", "5", "--out", ""], "out"),
     (["compare", "--rate", "5", "--plot", ""], "plot"),
@@ -476,7 +510,8 @@ def test_scheduler_options_need_one_policy_that_takes_them(tmp_path: Path) -> No
     payload = ok_json("compare", "--schedulers", "kfcfs,sarathi", "--kp", "1", *SMALL,
                       cwd=tmp_path)
     kfcfs, sarathi = payload["results"]
-    assert kfcfs["scheduler_options"]["kp"] == 1 and sarathi["scheduler_options"] == {}
+    assert kfcfs["scheduler_options"]["kp"] == 1
+    assert sarathi["scheduler_options"] == {"order": "fcfs"}  # its own knob, not kp
 
 
 def one_warning(proc: subprocess.CompletedProcess[str], field: str) -> str:

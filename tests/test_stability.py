@@ -20,6 +20,7 @@ from servelab.analysis.stability import (
     backlog_verdict,
     request_guards,
 )
+from servelab.core.convention import ENGINE, PAPER
 from servelab.timing.models import Staircase
 
 MU = 3000.0  # tokens/s an engine serves when saturated
@@ -111,10 +112,10 @@ def test_too_few_samples_is_inconclusive() -> None:
 def test_request_guards_for_the_codellama_preset() -> None:
     """129 prompt + 112 output tokens: one prefill iteration then 112 decode iterations."""
     staircase = Staircase(c=0.01128, a=0.03547, b0=128)
-    g = request_guards(staircase, 512, 129, 112, "paper")
+    g = request_guards(staircase, 512, 129, 112, PAPER)
     assert g.lone_request_s == pytest.approx(0.08222 + 112 * 0.04675)
     assert g.full_batches_s == pytest.approx(113 * 0.15316)
-    assert request_guards(staircase, 512, 129, 112, "engine").lone_request_s == pytest.approx(
+    assert request_guards(staircase, 512, 129, 112, ENGINE).lone_request_s == pytest.approx(
         0.08222 + 111 * 0.04675)
 
 

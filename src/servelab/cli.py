@@ -1,8 +1,9 @@
 """The ``servelab`` command: parse flags, build a config, make one library call, print.
 
 Bad input of any kind ends in one line ``error: <field>: <reason>`` on stderr and exit code 2,
-with nothing written: flags are passed as text to ``SimConfig.from_dict`` so that flags, YAML
-files and notebooks share one validation and one set of field names. Output paths are checked
+with nothing written: flags and ``--set PATH=VALUE`` are passed as text to
+``SimConfig.from_dict`` so that flags, YAML files and notebooks share one validation and one
+set of field names. Output paths are checked
 before the run, and should writing still fail after it, the report is printed anyway before
 the error, so finished work is never lost. Warnings are one line each too:
 ``warning: <field>: <reason>``.
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from servelab.config import SimConfig
+from servelab.core.convention import CONVENTIONS
 from servelab.errors import ConfigError, ConfigWarning, SchedulerError
 from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import check_plot_path, plot_backlog
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
-from servelab.schedulers import SCHEDULERS
+from servelab.schedulers import SCHEDULERS, options_type
 from servelab.simulation import CompareResult, capacity, compare, simulate
 from servelab.timing.presets import list_presets
 
@@ -54,7 +56,7 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset-file", metavar="FILE", help="a preset YAML file of your own")
     g.add_argument("--budget", metavar="B", help="token budget b_max (default: the preset's)")
     g.add_argument("--kmax", metavar="K", help="at most K requests per batch (default: no cap)")
-    g.add_argument("--convention", choices=("paper", "engine"),
+    g.add_argument("--convention", choices=CONVENTIONS,
                    help="token convention (default: the preset's)")
     g.add_argument("--rate", metavar="R", help="arrival rate, requests per second")
     g.add_argument("--load", metavar="X", help="arrival rate as a fraction of capacity")
@@ -77,12 +79,30 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", metavar="S", help="random seed (default 0)")
     g.add_argument("--drain", action="store_const", const=True,
                    help="after the horizon, run until every request finishes")
+    # Short for --set scheduler.<knob>=...; a new knob needs no flag (see the epilog).
     g = p.add_argument_group("scheduler options")
     g.add_argument("--chunked-prefill", action="store_const", const=True,
                    help="let fastertransformer/vllm split prompts across batches")
     g.add_argument("--priority", choices=("decode", "prefill"), help="kfcfs: which phase first")
     g.add_argument("--kp", metavar="K", help="kfcfs: at most K requests contribute prefill")
     g.add_argument("--kd", metavar="K", help="kfcfs: at most K requests contribute decode")
+    _set_flag(p, "set any setting by its dotted path, e.g. workload.rate=5 or "
+                 "scheduler.kp=4 (repeatable; wins over a flag)")
+
+
+def _set_flag(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=text)
+
+
+def _scheduler_epilog() -> str:
+    """Every policy's knobs, from their options classes: a new policy shows up by itself."""
+    lines = ["scheduler options, --set scheduler.OPTION=VALUE (in a file: scheduler: {name: S, "
+             "OPTION: VALUE}):"]
+    for name in SCHEDULERS:
+        rows = options_type(name).describe()
+        lines.append(f"  {name}{'' if rows else ': none'}")
+        lines += [f"    {knob:<18}{values}: {about}" for knob, values, about in rows]
+    return "\n".join(lines)
 
 
 def _output_flags(p: argparse.ArgumentParser, plot: bool = False) -> None:
@@ -107,23 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     _workload_flags(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("simulate", help="simulate one scheduler")
+    epilog = _scheduler_epilog()
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("simulate", help="simulate one scheduler", epilog=epilog,
+                       formatter_class=formatter)
     p.add_argument("--scheduler", metavar="S", help=f"one of {', '.join(SCHEDULERS)}")
     _workload_flags(p)
     _run_flags(p)
     _output_flags(p)
 
     p = sub.add_parser("compare", help="simulate several schedulers on the same requests "
-                       "(no options: the paper's Figure 1 at 0.9 of capacity)")
+                       "(no options: the paper's Figure 1 at 0.9 of capacity)", epilog=epilog,
+                       formatter_class=formatter)
     p.add_argument("--schedulers", metavar="A,B,C", help="default: all five")
     _workload_flags(p)
     _run_flags(p)
     _output_flags(p, plot=True)
 
-    p = sub.add_parser("run", help="run an experiment YAML (keys as the flags)")
+    p = sub.add_parser("run", help="run an experiment YAML (keys as the flags, or dotted "
+                       "paths)", epilog=epilog, formatter_class=formatter)
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the file (repeatable)")
+    _set_flag(p, "override a setting of the file by its flat name or dotted path, e.g. "
+                 "rate=5 or scheduler.kp=4 (repeatable)")
     _output_flags(p, plot=True)
     return parser
 
@@ -131,8 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
 _NOT_CONFIG = {"command", "json", "out", "plot", "file", "set"}
 
 
-def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None,
+                      base_dir: str | None = None) -> SimConfig:
+    """The flags (or ``base``, a file's settings) with the ``--set`` overrides applied."""
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    return SimConfig.from_dict(flags if base is None else base, base_dir,
+                               _overrides(getattr(args, "set", [])))
+
+
+def _overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
+    """``--set PATH=VALUE`` items, each value read as YAML."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("set", f"expected PATH=VALUE, got {item!r}")
+        if not value.strip():
+            raise ConfigError("set", f"{item!r} has no value; to drop the setting, write "
+                                     f"{key.strip()}=null")
+        pairs.append((key.strip(), parse_yaml(value, "set", item)))
+    return pairs
 
 
 def _emit(text: str) -> None:
@@ -156,7 +199,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_capacity(args: argparse.Namespace) -> None:
-    result = capacity(SimConfig.from_dict(_config_from_args(args)))
+    result = capacity(_config_from_args(args))
     _emit(to_json(result) if args.json else capacity_text(result))
 
 
@@ -185,10 +228,8 @@ def _save_then_emit(writes: Sequence[Callable[[], None]], report: Callable[[bool
     _emit(report(True))
 
 
-def cmd_simulate(args: argparse.Namespace, values: dict[str, Any] | None = None,
-                 base_dir: str | None = None) -> None:
-    config = SimConfig.from_dict(values if values is not None else _config_from_args(args),
-                                 base_dir)
+def cmd_simulate(args: argparse.Namespace, config: SimConfig | None = None) -> None:
+    config = _config_from_args(args) if config is None else config
     out = _path(args.out, "out")
     if getattr(args, "plot", None) is not None:
         raise ConfigError("plot", "a single simulation draws no plot; only a comparison (a "
@@ -201,12 +242,10 @@ def cmd_simulate(args: argparse.Namespace, values: dict[str, Any] | None = None,
                     else simulate_text(result.summary))
 
 
-def cmd_compare(args: argparse.Namespace, values: dict[str, Any] | None = None,
-                base_dir: str | None = None) -> None:
-    values = dict(values if values is not None else _config_from_args(args))
-    if not {"rate", "load", "trace"} & values.keys():
-        values["load"] = DEFAULT_COMPARE_LOAD
-    config = SimConfig.from_dict(values, base_dir)
+def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> None:
+    config = _config_from_args(args) if config is None else config
+    if config.rate is None and config.load is None and config.trace is None:
+        config = config.replace(load=DEFAULT_COMPARE_LOAD)
     out, plot = _path(args.out, "out"), _path(args.plot, "plot")
     if out is not None:
         check_out_dir(out)
@@ -252,19 +291,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("file", f"{path} must hold a mapping of settings")
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("set", f"expected KEY=VALUE, got {item!r}")
-        if not value.strip():
-            raise ConfigError("set", f"{item!r} has no value; to drop the file's {key.strip()}, "
-                                     f"write {key.strip()}=null")
-        data[key.strip()] = parse_yaml(value, "set", item)
-    base_dir = str(path.resolve().parent)
-    if "schedulers" in data:
-        cmd_compare(args, data, base_dir)
+    config = _config_from_args(args, data, str(path.resolve().parent))
+    if "schedulers" in config.written:  # even as null: a comparison of all five
+        cmd_compare(args, config)
     else:
-        cmd_simulate(args, data, base_dir)
+        cmd_simulate(args, config)
 
 
 COMMANDS = {"presets": cmd_presets, "capacity": cmd_capacity, "simulate": cmd_simulate,

@@ -1,19 +1,32 @@
-"""One run's configuration: the same fields as the CLI flags and the experiment YAML keys.
+"""One run's configuration: every setting has a dotted path, and its flat name still works.
 
-A ``SimConfig`` is plain data; ``SimConfig.from_dict`` validates a mapping (YAML, ``--set``
-overrides, a notebook's dict) and names the offending key in every error, so the CLI can print
-``error: <field>: <reason>`` and exit 2.
+The paths group the settings (``engine.budget``, ``workload.rate``, ``scheduler.name``,
+``scheduler.<knob>``, ``run.seed``; ``SETTINGS`` lists them) so that an override or a sweep can
+name any of them. ``SimConfig.from_dict`` reads a mapping (YAML, flags, ``--set``, a notebook's
+dict) in any mix of three spellings: flat names (``rate``: the flags'), dotted paths
+(``workload.rate``) and sections (``workload: {rate: 5}``; ``scheduler: kfcfs`` or
+``scheduler: {name: kfcfs, kp: 4}``). Scheduler knobs are kept as given: each policy's options
+class converts and checks them (``servelab.schedulers.options``).
+
+Every error names the setting the way the user wrote it (``rate`` after ``--rate``,
+``workload.rate`` after ``--set workload.rate=...``), so the CLI can print
+``error: <field>: <reason>`` and exit 2; a setting the user did not write goes by its flat name,
+a knob by ``scheduler.<knob>``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Literal, get_type_hints
 
-from servelab.errors import ConfigError
+from servelab.core.convention import Convention
+from servelab.errors import ConfigError, ConfigWarning
+from servelab.values import convert, kind_of
 
 DEFAULT_PRESET = "codellama-34b-a100"
 AUTO = "auto"
@@ -38,6 +51,18 @@ MAX_CLOCK_S = 1e8
 MAX_LOAD = 100.0
 
 
+def _setting(path: str, default: Any = None) -> Any:
+    """A field that is a setting, at its dotted ``path``."""
+    return field(default=default, metadata={"path": path})
+
+
+#: The scheduler knobs that had flat names and flags before knobs had paths (the CLI's
+#: ``--kp``...); a new knob is ``scheduler.<knob>`` only.
+KNOB_ALIASES = ("chunked_prefill", "priority", "kp", "kd")
+#: The sections a mapping may group settings in.
+SECTIONS = ("engine", "workload", "scheduler", "run")
+
+
 @dataclass
 class SimConfig:
     """Everything a single-engine run needs; ``None`` means "the preset's or the default".
@@ -46,57 +71,100 @@ class SimConfig:
     length beside a trace, a scheduler option no chosen policy takes) is refused, not dropped.
     """
 
-    preset: str | None = None
-    preset_file: str | None = None
-    scheduler: str | None = None
-    schedulers: list[str] | None = None
-    budget: int | None = None
-    kmax: int | None = None
-    rate: float | None = None
-    load: float | None = None
-    prefill: str | None = None
-    decode: str | None = None
-    arrivals: str | None = None
-    trace: str | None = None
+    preset: str | None = _setting("engine.preset")
+    preset_file: str | None = _setting("engine.preset_file")
+    scheduler: str | None = _setting("scheduler.name")
+    schedulers: list[str] | None = _setting("scheduler.names")  # noqa: RUF009 (a Field)
+    budget: int | None = _setting("engine.budget")
+    kmax: int | None = _setting("engine.kmax")
+    rate: float | None = _setting("workload.rate")
+    load: float | None = _setting("workload.load")
+    prefill: str | None = _setting("workload.prefill")
+    decode: str | None = _setting("workload.decode")
+    arrivals: str | None = _setting("workload.arrivals")
+    trace: str | None = _setting("workload.trace")
     #: A number of arrivals, or "auto" (the default without --duration or --trace): grow the
     #: run until the stability verdict is confident or ``max_requests`` is reached.
-    requests: int | Literal["auto"] | None = None
-    max_requests: int | None = None
-    duration: float | None = None
-    seed: int = 0
-    convention: str | None = None
-    drain: bool = False
-    chunked_prefill: bool | None = None
-    priority: str | None = None
-    kp: int | None = None
-    kd: int | None = None
-    record_batches: bool = False
+    requests: int | Literal["auto"] | None = _setting("run.requests")
+    max_requests: int | None = _setting("run.max_requests")
+    duration: float | None = _setting("run.duration")
+    seed: int = _setting("run.seed", 0)
+    convention: str | None = _setting("engine.convention")
+    drain: bool = _setting("run.drain", False)
+    #: Scheduler knobs by name (``scheduler.<knob>``), as given; None is the default.
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    record_batches: bool = _setting("run.record_batches", False)
     base_dir: str | None = field(default=None, repr=False)
+    #: How the user wrote each setting given (flat name, or ``scheduler.<knob>``), for errors.
+    written: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if f.name != "base_dir":  # None (YAML null, --set KEY=null) means the default
-                value = _convert(f.name, getattr(self, f.name))
+        with self.named_as_written():
+            hints = _hints()
+            for f in _fields():  # None (YAML null, --set KEY=null) means the default
+                value = convert(f.name, hints[f.name], getattr(self, f.name))
                 setattr(self, f.name, f.default if value is None else value)
-        self.validate()
+            if not isinstance(self.scheduler_options, Mapping):
+                raise ConfigError("scheduler", f"expected a mapping of scheduler options, got "
+                                               f"{kind_of(self.scheduler_options)}")
+            self.scheduler_options = {str(knob): value for knob, value
+                                      in self.scheduler_options.items() if value is not None}
+            self.validate()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base_dir: str | None = None) -> SimConfig:
-        """Build from a mapping (YAML, flags, a notebook's dict), rejecting unknown keys."""
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        base_dir: str | None = None,
+        overrides: Iterable[tuple[str, Any]] = (),
+    ) -> SimConfig:
+        """Build from a mapping (YAML, flags, a notebook's dict), rejecting unknown keys and a
+        setting given twice; then each of ``overrides`` (``--set``) replaces its setting,
+        whichever spelling ``data`` gave it, the last one winning."""
         if not isinstance(data, Mapping):
             raise ConfigError("config", f"expected a SimConfig or a mapping of settings, got "
-                                        f"{_kind(data)}")
-        known = {f.name for f in dataclasses.fields(cls) if f.name != "base_dir"}
-        values: dict[str, Any] = {}
-        for key, raw in data.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                raise ConfigError(str(key), f"unknown setting; known: {', '.join(sorted(known))}")
-            values[name] = raw
-        return cls(**values, base_dir=base_dir)
+                                        f"{kind_of(data)}")
+        given = _read(data.items())
+        for key, raw in overrides:
+            given.update(_read([(key, raw)]))
+        knob = "scheduler."
+        return cls(
+            **{name: raw for name, (_, raw) in given.items() if not name.startswith(knob)},
+            scheduler_options={name.removeprefix(knob): raw for name, (_, raw) in given.items()
+                               if name.startswith(knob)},
+            base_dir=base_dir,
+            written={name: spelled for name, (spelled, _) in given.items()},
+        )
 
     def replace(self, **changes: Any) -> SimConfig:
         return dataclasses.replace(self, **changes)
+
+    @contextmanager
+    def named_as_written(self) -> Iterator[None]:
+        """Errors and warnings raised inside name a setting the way the user wrote it.
+
+        Library code names settings by their flat names (``rate``) and knobs by
+        ``scheduler.<knob>``; a user who wrote ``workload.rate`` or ``--kp`` reads that instead.
+        """
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                yield
+        except (ConfigError, ConfigWarning) as exc:  # a ConfigWarning a filter made an error
+            renamed = self._as_written(exc)
+            if renamed is exc:
+                raise
+            raise renamed from None
+        finally:
+            for w in caught:  # re-issued outside, where the caller's filters see them
+                warnings.warn_explicit(self._as_written(w.message), w.category, w.filename,
+                                       w.lineno)
+
+    def _as_written(self, problem: Any) -> Any:
+        if not isinstance(problem, ConfigError | ConfigWarning):
+            return problem
+        spelled = self.written.get(problem.field, problem.field)
+        return problem if spelled == problem.field else type(problem)(spelled, problem.reason)
 
     @property
     def auto(self) -> bool:
@@ -116,8 +184,6 @@ class SimConfig:
         if self.requests != AUTO:
             _positive_int("requests", self.requests, MAX_REQUESTS, "(about 300 bytes each)")
         _positive_int("max_requests", self.max_requests, MAX_REQUESTS, "(about 300 bytes each)")
-        _positive_int("kp", self.kp)
-        _positive_int("kd", self.kd)
         _positive_number("rate", self.rate)
         _positive_number("load", self.load)
         _positive_number("duration", self.duration)
@@ -143,10 +209,8 @@ class SimConfig:
         if self.scheduler is not None and self.schedulers is not None:
             raise ConfigError("scheduler", "give scheduler (one run) or schedulers (a "
                                            "comparison), not both")
-        if self.convention not in (None, "paper", "engine"):
-            raise ConfigError("convention", "must be 'paper' or 'engine'")
-        if self.priority not in (None, "decode", "prefill"):
-            raise ConfigError("priority", "must be 'decode' or 'prefill'")
+        if self.convention is not None:
+            Convention.named(self.convention)
         if self.seed < 0:
             raise ConfigError("seed", "must be >= 0")
         if self.schedulers is not None:
@@ -158,85 +222,59 @@ class SimConfig:
                                                 "scheduler runs once")
 
 
-_INT_FIELDS = {"budget", "kmax", "max_requests", "seed", "kp", "kd"}
-_FLOAT_FIELDS = {"rate", "load", "duration"}
-_BOOL_FIELDS = {"drain", "chunked_prefill", "record_batches"}
-_STR_FIELDS = {"preset", "preset_file", "scheduler", "prefill", "decode", "arrivals", "trace",
-               "convention", "priority"}
+@cache
+def _fields() -> tuple[dataclasses.Field[Any], ...]:
+    """SimConfig's fields that are settings (those with a path)."""
+    return tuple(f for f in dataclasses.fields(SimConfig) if "path" in f.metadata)
 
 
-def _convert(name: str, raw: Any) -> Any:
-    """Turn YAML/--set values (often strings) into the field's type, or say why not."""
-    if raw is None:
-        return None
-    if name == "requests":
-        if isinstance(raw, str) and raw.strip().lower() == AUTO:
-            return AUTO
-        return _to_int(name, raw)
-    if name in _INT_FIELDS:
-        return _to_int(name, raw)
-    if name in _FLOAT_FIELDS:
-        return _to_float(name, raw)
-    if name in _BOOL_FIELDS:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("true", "yes", "1", "on"):
-            return True
-        if text in ("false", "no", "0", "off"):
-            return False
-        raise ConfigError(name, f"expected true or false, got {raw!r}")
-    if name == "schedulers":
-        if isinstance(raw, str):  # "a,b", as the --schedulers flag writes it
-            raw = raw.split(",")
-        if not isinstance(raw, list | tuple):
-            raise ConfigError(name, f"expected a list of scheduler names, got {_kind(raw)}")
-        return [_to_str(name, item) for item in raw if str(item).strip()]
-    if name in _STR_FIELDS:
-        return _to_str(name, raw)
-    raise AssertionError(f"unhandled field {name}")
+@cache
+def _hints() -> dict[str, Any]:
+    return get_type_hints(SimConfig)
 
 
-def _kind(raw: Any) -> str:
-    """How an error names a value of the wrong type: its type, not a repr of any size."""
-    if raw is None:
-        return "None"
-    name = type(raw).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+#: Every setting's flat name (a field's) by its dotted path, in the order of the fields.
+SETTINGS: dict[str, str] = {f.metadata["path"]: f.name for f in _fields()}
 
 
-def _to_str(name: str, raw: Any) -> str:
-    """A name, spec or path: a scalar, and never empty (an empty path would mean '.')."""
-    if isinstance(raw, list | tuple | dict | set):
-        raise ConfigError(name, f"expected text, got {_kind(raw)}")
-    text = str(raw)
-    if not text.strip():
-        raise ConfigError(name, "is empty")
-    return text
+def _read(items: Iterable[tuple[Any, Any]], section: str = "") -> dict[str, tuple[str, Any]]:
+    """Settings by flat name (``scheduler.<knob>`` for a knob): (as written, value).
+
+    A section's mapping (``workload: {rate: 5}``) is read as the dotted paths it holds; a
+    setting given twice, in any two spellings, is refused.
+    """
+    found: dict[str, tuple[str, Any]] = {}
+    for key, raw in items:
+        written = section + str(key).replace("-", "_")
+        if written in SECTIONS and isinstance(raw, Mapping):
+            entries = _read(raw.items(), written + ".")
+        else:
+            entries = {_flat_name(written): (written, raw)}
+        for name, entry in entries.items():
+            if name in found:
+                raise ConfigError(entry[0], f"given twice (also as {found[name][0]})")
+            found[name] = entry
+    return found
 
 
-def _to_float(name: str, raw: Any, what: str = "a number") -> float:
-    if isinstance(raw, bool):
-        raise ConfigError(name, f"expected {what}, got {raw!r}")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"expected {what}, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(name, f"expected {what}, got {raw!r}")
-    return value
-
-
-def _to_int(name: str, raw: Any) -> int:
-    """Integers, also written as ``5.0`` or ``1e3``; exact for large ones like seeds."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
-        return int(raw)
-    value = _to_float(name, raw, "an integer")
-    if not value.is_integer():
-        raise ConfigError(name, f"expected an integer, got {raw!r}")
-    return int(value)
+def _flat_name(written: str) -> str:
+    """The setting a key names: a flat name, a dotted path, or a knob; else an error."""
+    if written in SETTINGS.values():
+        return written
+    if written in SETTINGS:
+        return SETTINGS[written]
+    if written in KNOB_ALIASES:
+        return f"scheduler.{written}"
+    section, _, knob = written.partition(".")
+    if section == "scheduler" and knob.isidentifier():
+        return written
+    groups: dict[str, list[str]] = {group: [] for group in SECTIONS}
+    for path in [*SETTINGS, "scheduler.<option>"]:
+        group, _, name = path.partition(".")
+        groups[group].append(name)
+    paths = ", ".join(f"{group}.{{{', '.join(names)}}}" for group, names in groups.items())
+    flat = ", ".join(sorted([*SETTINGS.values(), *KNOB_ALIASES]))
+    raise ConfigError(written, f"unknown setting; known: {paths}; or by flat name: {flat}")
 
 
 def _positive_int(name: str, value: int | None, limit: int | None = None, unit: str = "") -> None:

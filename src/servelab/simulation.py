@@ -25,6 +25,7 @@ from servelab.analysis.stability import (
     request_guards,
 )
 from servelab.analysis.theory import request_capacity, theory_summary
+from servelab.build import build_kind
 from servelab.config import (
     DEFAULT_ARRIVALS,
     DEFAULT_DECODE,
@@ -36,9 +37,10 @@ from servelab.config import (
     MAX_REQUESTS,
     SimConfig,
 )
+from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
-from servelab.schedulers import OPTIONS, Scheduler, make_scheduler, refuse_unused_options
+from servelab.schedulers import Scheduler, knobs_for, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
 from servelab.sim.run import run_engine
@@ -66,7 +68,7 @@ class Scenario:
     config: SimConfig
     preset: Preset
     budget: int
-    convention: str
+    convention: Convention
     spec: WorkloadSpec
     stream: RequestStream
     workload: Workload
@@ -93,22 +95,18 @@ class CompareResult:
         return [r.summary for r in self.results]
 
 
-#: Every scheduler option, in the order errors name them.
-SCHEDULER_OPTIONS = tuple(dict.fromkeys(o for options in OPTIONS.values() for o in options))
-
-
 def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
     return config if isinstance(config, SimConfig) else SimConfig.from_dict(config)
 
 
-def resolve_engine(config: SimConfig) -> tuple[Preset, int, str]:
+def resolve_engine(config: SimConfig) -> tuple[Preset, int, Convention]:
     """The preset, and the budget and convention after the config's overrides."""
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
         preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
-    return preset, budget, config.convention or preset.convention
+    return preset, budget, Convention.named(config.convention or preset.convention)
 
 
 def resolve_workload(config: SimConfig) -> WorkloadSpec:
@@ -190,6 +188,11 @@ def _path(name: str, config: SimConfig) -> Path:
 def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
     """Resolve preset, workload and theory; every input error surfaces here, before any run."""
     config = as_config(config)
+    with config.named_as_written():
+        return _prepare(config)
+
+
+def _prepare(config: SimConfig) -> Scenario:
     if config.rate is None and config.load is None and config.trace is None:
         raise ConfigError("rate", "required (requests per second), or --load as a fraction "
                                   "of capacity, or a --trace")
@@ -228,29 +231,39 @@ def prepare(config: SimConfig | Mapping[str, Any]) -> Scenario:
                     auto_cap)
 
 
-def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
-    """Make the policy and refuse, before running, a workload it could never serve.
+def make_policies(config: SimConfig, names: Sequence[str]) -> list[Scheduler]:
+    """The policies called ``names`` with the config's knobs, each taking those it has; a knob
+    none of them takes is refused, as is a bad value, before any work."""
+    refuse_unused_options(names, config.scheduler_options)
+    return [make_scheduler(name, **knobs_for(name, config.scheduler_options)) for name in names]
 
-    A policy that never splits a prompt cannot serve one longer than the budget. An auto run
-    may grow to ``auto_cap`` requests, so all of those are checked now, not when a later step
-    draws them (and a finished comparison would be lost to the error).
-    """
-    scheduler = make_scheduler(name, **scheduler_options(scenario.config))
-    if scheduler.whole_prefill:
-        c = scenario.config
-        prompts = (scenario.stream.first(scenario.auto_cap) if c.auto
-                   else scenario.workload).prompt
-        longest = int(prompts.max())
-        if longest > scenario.budget:
-            where = (f" (request {int(prompts.argmax()) + 1:,} of the up to "
-                     f"{scenario.auto_cap:,} an auto run may draw)" if c.auto else "")
-            raise ConfigError(
-                "prefill",
-                f"a prompt of {longest} tokens{where} exceeds the token budget "
-                f"{scenario.budget}, and {name} never splits a prompt, so it could never be "
-                "scheduled (use --chunked-prefill or a larger --budget)",
-            )
+
+def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
+    """Make the policy and refuse, before running, a workload it could never serve."""
+    with scenario.config.named_as_written():
+        [scheduler] = make_policies(scenario.config, [name])
+        _check_prompts_fit(scheduler, scenario)
     return scheduler
+
+
+def _check_prompts_fit(scheduler: Scheduler, scenario: Scenario) -> None:
+    """A policy that never splits a prompt cannot serve one longer than the budget. An auto
+    run may grow to ``auto_cap`` requests, so all of those are checked now, not when a later
+    step draws them (and a finished comparison would be lost to the error)."""
+    if not scheduler.whole_prefill:
+        return
+    auto = scenario.config.auto
+    prompts = (scenario.stream.first(scenario.auto_cap) if auto else scenario.workload).prompt
+    longest = int(prompts.max())
+    if longest > scenario.budget:
+        where = (f" (request {int(prompts.argmax()) + 1:,} of the up to "
+                 f"{scenario.auto_cap:,} an auto run may draw)" if auto else "")
+        raise ConfigError(
+            "prefill",
+            f"a prompt of {longest} tokens{where} exceeds the token budget {scenario.budget}, "
+            f"and {scheduler.name} never splits a prompt, so it could never be scheduled (use "
+            "--chunked-prefill or a larger --budget)",
+        )
 
 
 def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
@@ -312,7 +325,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     """Simulate one policy on the requests ``w`` and summarise it beside the theory."""
     c = scenario.config
     engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
-                    scenario.convention, c.record_batches)
+                    scenario.convention.name, c.record_batches)
     horizon = scenario.horizon(w)
     rec = run_engine(engine, w.arrival, w.prompt, w.output, horizon, c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
@@ -322,7 +335,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     backlog = BacklogSeries(np.asarray(sampled.time), np.asarray(sampled.tokens),
                             np.asarray(sampled.requests))
     theory = scenario.theory
-    work = w.prompt + w.output - (1 if scenario.convention == "engine" else 0)
+    work = scenario.convention.work(w.prompt, w.output)
     series = RunSeries(backlog.time_s, np.asarray(sampled.served), w.arrival, work, horizon)
     verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
@@ -337,7 +350,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "timing": scenario.preset.timing.describe(),
         "budget": scenario.budget,
         "kmax": c.kmax,
-        "convention": scenario.convention,
+        "convention": scenario.convention.name,
         "workload": {**scenario.spec.describe(), "seed": c.seed},
         **theory,
         **verdict.to_dict(_capacity_along_mix(theory)),
@@ -360,6 +373,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "tpot_ms": stats_ms(tpot),
         "e2e_ms": stats_ms(requests.e2e_s[done]),
         "servelab_version": _version(),
+        "build": build_kind(),  # compiled and pure must agree; say which one produced this
     }
     return SimResult(summary, requests, backlog, rec.batches)
 
@@ -372,20 +386,16 @@ def _capacity_along_mix(theory: dict[str, Any]) -> float:
     return float(max_rate) * float(theory["capacity"]["work_per_request_tokens"])
 
 
-def scheduler_options(config: SimConfig) -> dict[str, Any]:
-    """The scheduler options of ``config`` by name; None where not given."""
-    return {option: getattr(config, option) for option in SCHEDULER_OPTIONS}
-
-
 def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
     config = as_config(config)
-    if config.schedulers is not None:
-        raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
-    name = config.scheduler or DEFAULT_SCHEDULER
-    refuse_unused_options([name], scheduler_options(config))
-    scenario = prepare(config)
-    return run_scheduler(scenario, build_scheduler(scenario, name))
+    with config.named_as_written():
+        if config.schedulers is not None:
+            raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
+        [policy] = make_policies(config, [config.scheduler or DEFAULT_SCHEDULER])
+        scenario = _prepare(config)
+        _check_prompts_fit(policy, scenario)
+    return run_scheduler(scenario, policy)
 
 
 def compare(
@@ -398,23 +408,29 @@ def compare(
     all five) runs.
     """
     config = as_config(config)
-    if schedulers is not None:
-        if isinstance(schedulers, str):
-            raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
-                                            f"string {schedulers!r}; write [{schedulers!r}]")
-        config = config.replace(scheduler=None, schedulers=schedulers)
-    if config.scheduler is not None:
-        raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
-    names = config.schedulers or list(DEFAULT_COMPARE)
-    refuse_unused_options(names, scheduler_options(config))
-    scenario = prepare(config)
-    policies = [build_scheduler(scenario, name) for name in names]
+    with config.named_as_written():
+        if schedulers is not None:
+            if isinstance(schedulers, str):
+                raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
+                                                f"string {schedulers!r}; write [{schedulers!r}]")
+            config = config.replace(scheduler=None, schedulers=schedulers)
+        if config.scheduler is not None:
+            raise ConfigError("scheduler", "compare runs a list of schedulers; give schedulers")
+        policies = make_policies(config, config.schedulers or DEFAULT_COMPARE)
+        scenario = _prepare(config)
+        for policy in policies:
+            _check_prompts_fit(policy, scenario)
     return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
 
 
 def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The theory alone for a configuration (no simulation)."""
     config = as_config(config)
+    with config.named_as_written():
+        return _capacity(config)
+
+
+def _capacity(config: SimConfig) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
@@ -431,7 +447,7 @@ def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
         "timing": preset.timing.describe(),
         "budget": budget,
         "kmax": config.kmax,
-        "convention": convention,
+        "convention": convention.name,
         "mean_prefill_tokens": m_p,
         "mean_decode_tokens": m_d,
         **capacity_block,

@@ -13,25 +13,11 @@ import numpy as np
 
 from servelab.errors import ConfigError
 from servelab.timing.models import TimingModel
-from servelab.timing.presets import CONVENTIONS
 
 
 def token_capacity(model: TimingModel, budget: int, prefill_fraction: float = 0.5) -> float:
     """Tokens/s at the best batch size n <= budget (Li/Dai/Peng: b / t_b at b = b_max)."""
     return model.capacity(budget, prefill_fraction)[0]
-
-
-def work_per_request(m_p: float, m_d: float, convention: str) -> float:
-    """Token slots one request needs: the load is lambda times this, over token capacity.
-
-    Under "paper" a request needs P prefill then D decode slots. Under "engine" the iteration
-    that finishes the prefill also emits output token 1, so only D - 1 decode slots remain.
-    """
-    if convention not in CONVENTIONS:
-        raise ConfigError(
-            "convention", f"must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
-        )
-    return m_p + m_d - (1 if convention == "engine" else 0)
 
 
 def _int_at_least_1(value: int, field: str) -> None:

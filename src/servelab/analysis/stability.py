@@ -40,6 +40,7 @@ from functools import cached_property
 
 import numpy as np
 
+from servelab.core.convention import Convention
 from servelab.timing.models import TimingModel
 
 BLOCKS = 10
@@ -65,7 +66,7 @@ class RunSeries:
     sample_time_s: np.ndarray  # batch end times, increasing
     served_tokens: np.ndarray  # token slots processed by then
     arrival_s: np.ndarray  # every request's arrival, sorted
-    work_tokens: np.ndarray  # every request's token slots (convention-dependent)
+    work_tokens: np.ndarray  # every request's token slots (Convention.work)
     horizon_s: float  # the last arrival, or --duration
 
     @cached_property
@@ -128,11 +129,11 @@ class Verdict:
 
 
 def request_guards(
-    timing: TimingModel, budget: int, m_p: float, m_d: float, convention: str
+    timing: TimingModel, budget: int, m_p: float, m_d: float, convention: Convention
 ) -> Guards:
     """The life of a request with the mean lengths: alone, and when every batch is full."""
     prompt, output = max(1, round(m_p)), max(1, round(m_d))
-    decode_slots = output - (1 if convention == "engine" else 0)
+    decode_slots = convention.decode_slots(output)
     full, rest = divmod(prompt, budget)
     lone = full * timing.duration(budget, 0, 1) + decode_slots * timing.duration(0, 1, 1)
     if rest:

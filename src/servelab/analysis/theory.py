@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from servelab.analysis.capacity import kmax_region, work_per_request
+from servelab.analysis.capacity import kmax_region
+from servelab.core.convention import Convention
 from servelab.timing.models import TimingModel
 
 
 def request_capacity(
-    timing: TimingModel, budget: int, m_p: float, m_d: float, convention: str
+    timing: TimingModel, budget: int, m_p: float, m_d: float, convention: Convention
 ) -> tuple[float, float, int]:
     """(tokens/s, requests/s, best batch size) for this workload's mean lengths."""
     mu, n_star = timing.capacity(budget, m_p / (m_p + m_d))
-    return mu, mu / work_per_request(m_p, m_d, convention), n_star
+    return mu, mu / convention.work(m_p, m_d), n_star
 
 
 def fluid_slope(rate: float, max_rate: float, work: float) -> float:
@@ -69,7 +70,7 @@ def theory_summary(
     kmax: int | None,
     m_p: float,
     m_d: float,
-    convention: str,
+    convention: Convention,
     rate: float,
     fixed_prompt: bool,
 ) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def theory_summary(
     A rate of 0 (the theory alone) gives no verdict and no offered point.
     """
     mu, max_rate, n_star = request_capacity(timing, budget, m_p, m_d, convention)
-    work = work_per_request(m_p, m_d, convention)
+    work = convention.work(m_p, m_d)
     offered = rate * work
     out: dict[str, Any] = {
         "rate": rate,
@@ -96,7 +97,7 @@ def theory_summary(
     deciding_load = out["load"]
     if kmax is not None:
         region = kmax_region(timing, budget, kmax, m_p)
-        decode_slots = work - m_p
+        decode_slots = convention.decode_slots(m_d)
         region_rate = 1 / region.load(m_p, decode_slots)
         block = {**region.to_dict(), "assumption": prompt_assumption(m_p, fixed_prompt),
                  "max_rate": region_rate}

@@ -16,10 +16,9 @@ from typing import ClassVar
 from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
-from servelab.errors import ConfigError
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
-
-PRIORITIES = ("decode", "prefill")
+from servelab.schedulers.kfcfs_options import KFCFSOptions
+from servelab.schedulers.options import SchedulerOptions
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -28,23 +27,16 @@ class KFCFS(Scheduler):
 
     name: ClassVar[str] = "kfcfs"
     work_conserving: ClassVar[bool] = True
+    options_type: ClassVar[type[SchedulerOptions]] = KFCFSOptions
 
-    def __init__(
-        self,
-        priority: str = "decode",
-        k_prefill: int | None = None,
-        k_decode: int | None = None,
-    ) -> None:
-        if priority not in PRIORITIES:
-            raise ConfigError("priority", f"must be one of {', '.join(PRIORITIES)}")
-        for field, k in (("kp", k_prefill), ("kd", k_decode)):
-            if k is not None and k < 1:
-                raise ConfigError(field, "must be >= 1")
-        self.priority = priority
-        self._decode_priority = priority == "decode"
-        self.k_prefill = k_prefill
+    def __init__(self, **knobs: object) -> None:
+        """``priority``, ``kp`` (K_p) and ``kd`` (K_d): see ``KFCFSOptions``."""
+        options = KFCFSOptions.from_mapping(knobs, self.name)
+        self.priority: str = options.priority
+        self._decode_priority = options.priority == "decode"
+        self.k_prefill = options.kp
         # K_d as a number, so the hot path compares instead of testing for None first.
-        self._decode_window = k_decode if k_decode is not None else sys.maxsize
+        self._decode_window = options.kd if options.kd is not None else sys.maxsize
 
     @property
     def k_decode(self) -> int | None:

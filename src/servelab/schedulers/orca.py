@@ -7,12 +7,15 @@ decoding request, oldest first. Work-conserving, but prefill can starve decode (
 from typing import ClassVar
 
 from servelab.schedulers.kfcfs import KFCFS
+from servelab.schedulers.options import SchedulerOptions
 
 
 class Orca(KFCFS):
     name: ClassVar[str] = "orca"
+    options_type: ClassVar[type[SchedulerOptions]] = SchedulerOptions  # no knobs
 
-    def __init__(self) -> None:
+    def __init__(self, **knobs: object) -> None:
+        SchedulerOptions.from_mapping(knobs, self.name)  # refuses any knob
         super().__init__(priority="prefill")
 
     def options(self) -> dict[str, object]:

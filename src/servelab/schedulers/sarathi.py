@@ -2,18 +2,35 @@
 
 Every decoding request gets its token first (oldest first, up to the budget and cap); the rest
 of the budget goes to prefill chunks, finishing the oldest prompt before touching the next.
+``order=spf`` will take waiting prompts shortest first instead (issue 8; not implemented yet).
 """
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
+from servelab.errors import ConfigError
 from servelab.schedulers.kfcfs import KFCFS
+from servelab.schedulers.options import SchedulerOptions, knob
+
+
+@dataclass(frozen=True)
+class SarathiOptions(SchedulerOptions):
+    order: Literal["fcfs", "spf"] = knob(
+        "fcfs", "which waiting prompt gets prefill first: the oldest, or the shortest (spf: "
+        "not implemented yet)")
 
 
 class Sarathi(KFCFS):
     name: ClassVar[str] = "sarathi"
+    options_type: ClassVar[type[SchedulerOptions]] = SarathiOptions
 
-    def __init__(self) -> None:
+    def __init__(self, **knobs: object) -> None:
+        """``order``: see ``SarathiOptions``."""
+        self.settings = SarathiOptions.from_mapping(knobs, self.name)
+        if self.settings.order == "spf":  # the engine must finish prefills out of arrival order
+            raise ConfigError("scheduler.order", "spf is not implemented yet")
         super().__init__(priority="decode")
+        self.order = self.settings.order
 
     def options(self) -> dict[str, object]:
-        return {}
+        return self.settings.as_dict()

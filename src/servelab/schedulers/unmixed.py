@@ -7,10 +7,17 @@ prompt span iterations, the variant some reproductions ran (li_dai_peng.md 5.2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from servelab.core.batch import Batch
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks, fill_whole
+from servelab.schedulers.options import SchedulerOptions, knob
+
+
+@dataclass(frozen=True)
+class UnmixedOptions(SchedulerOptions):
+    chunked_prefill: bool = knob(False, "let a prompt span batches instead of fitting in one")
 
 
 class Unmixed(Scheduler):
@@ -18,16 +25,19 @@ class Unmixed(Scheduler):
 
     work_conserving: ClassVar[bool] = False
     decode_first: ClassVar[bool]
+    options_type: ClassVar[type[SchedulerOptions]] = UnmixedOptions
 
-    def __init__(self, chunked_prefill: bool = False) -> None:
-        self.chunked_prefill = chunked_prefill
+    def __init__(self, **knobs: object) -> None:
+        """``chunked_prefill``: see ``UnmixedOptions``."""
+        self.settings = UnmixedOptions.from_mapping(knobs, self.name)
+        self.chunked_prefill = self.settings.chunked_prefill
 
     @property
     def whole_prefill(self) -> bool:
         return not self.chunked_prefill
 
     def options(self) -> dict[str, object]:
-        return {"chunked_prefill": self.chunked_prefill}
+        return self.settings.as_dict()
 
     def schedule(self, view: EngineView) -> Batch:
         if self.decode_first and view.num_decoding:

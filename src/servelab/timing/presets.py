@@ -7,7 +7,7 @@ A preset is a YAML mapping (the shipped ones live in ``presets/*.yaml`` next to 
     source: ...                  # optional: where the numbers come from
     budget: 512                  # optional token budget b_max per batch (default 512)
     convention: paper            # optional: paper | engine (default paper), see
-                                 #   servelab.analysis.capacity.work_per_request
+                                 #   servelab.core.convention
     timing:                      # required: a timing model, as timing_from_dict reads it
       model: staircase
       c_ms: 11.28
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servelab.core.convention import CONVENTIONS as CONVENTIONS  # sim.engine reads it here
+from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.files import load_yaml
 from servelab.timing.models import TimingModel, timing_from_dict
 
 PRESET_DIR = Path(__file__).parent / "presets"
-CONVENTIONS = ("paper", "engine")
 _KEYS = ("name", "description", "source", "budget", "convention", "timing")
 
 
@@ -65,11 +66,7 @@ def preset_from_dict(d: Mapping[str, Any], base_dir: Path | None) -> Preset:
     budget = d.get("budget", 512)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ConfigError("preset.budget", f"must be an integer >= 1, got {budget!r}")
-    convention = d.get("convention", "paper")
-    if convention not in CONVENTIONS:
-        raise ConfigError(
-            "preset.convention", f"must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
-        )
+    convention = Convention.named(d.get("convention", "paper"), "preset.convention").name
     if "timing" not in d:
         raise ConfigError("preset.timing", "missing")
     return Preset(

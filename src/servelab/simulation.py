@@ -325,7 +325,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     """Simulate one policy on the requests ``w`` and summarise it beside the theory."""
     c = scenario.config
     engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
-                    scenario.convention.name, c.record_batches)
+                    scenario.convention, c.record_batches)
     horizon = scenario.horizon(w)
     rec = run_engine(engine, w.arrival, w.prompt, w.output, horizon, c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],

@@ -23,6 +23,7 @@ from operator import index
 from typing import Any
 
 from servelab.core.batch import Batch
+from servelab.core.convention import Convention
 from servelab.core.request import (
     CANCELLED,
     DECODING,
@@ -43,7 +44,6 @@ from servelab.sim.decode_pool import (
 )
 from servelab.sim.waiting import WaitingQueue
 from servelab.timing.models import TimingModel
-from servelab.timing.presets import CONVENTIONS
 
 
 @dataclass
@@ -81,17 +81,18 @@ class Engine:
         timing: TimingModel,
         budget: int,
         max_seqs: int | None = None,
-        convention: str = "paper",
+        convention: Convention | str = "paper",
         record_batches: bool = False,
     ) -> None:
-        if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}")
+        if not isinstance(convention, Convention):
+            convention = Convention.named(convention)
         self.scheduler = scheduler
         self.timing = timing
         self.budget = budget
         self.max_seqs = max_seqs
         self.convention = convention
-        self._engine_convention = convention == "engine"
+        # Convention.work as plain integer arithmetic: the output tokens a prefill emits.
+        self._engine_convention = 1 if convention.first_token_at_prefill else 0
         #: The request cap as a number (the budget when there is no cap).
         self.seq_limit = max_seqs if max_seqs is not None else budget
         self.records = RequestRecords(0)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servelab.core.convention import CONVENTIONS as CONVENTIONS  # sim.engine reads it here
 from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.files import load_yaml

@@ -80,6 +80,7 @@ class ReferenceEngine:
         self.now = 0.0
         self.waiting: deque[RefRequest] = deque()
         self.decoders: list[RefRequest] = []
+        self.prefilling: list[RefRequest] = []  # begun prefills, in the order they began
 
     @property
     def num_decoding(self) -> int:
@@ -88,6 +89,11 @@ class ReferenceEngine:
     @property
     def decoding(self) -> Iterator[RefRequest]:
         return iter(list(self.decoders))
+
+    def shortest_waiting(self) -> Iterator[RefRequest]:
+        """Not begun, shortest prompt first, then oldest: a sort each call, obviously right."""
+        fresh = [r for r in self.waiting if r.prefill_left == r.prompt_tokens]
+        return iter(sorted(fresh, key=lambda r: (r.prefill_left, r.id)))
 
     def first_decoders(self, k: int) -> list[RefRequest]:
         return self.decoders[:max(k, 0)]
@@ -147,8 +153,12 @@ class ReferenceEngine:
                 done += finished
             # Prefills completed now enter decode after this batch's decoders were served.
             for r, n in chunks:
+                if r.prefill_left == r.prompt_tokens and n < r.prefill_left:
+                    self.prefilling.append(r)
                 r.prefill_left -= n
                 if r.prefill_left == 0:
+                    if r in self.prefilling:
+                        self.prefilling.remove(r)
                     self.waiting.remove(r)
                     if engine:
                         r.token_times.append(end)  # the prefill's iteration emits token 1

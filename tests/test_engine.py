@@ -47,7 +47,8 @@ def _doc_example() -> type[Scheduler]:
 
 
 NEWEST_FIRST = _doc_example()  # the explicit decode form, newest decoders first
-SCHEDULER_NAMES = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs", "newest-first")
+SCHEDULER_NAMES = ("fastertransformer", "vllm", "orca", "sarathi", "sarathi-spf", "kfcfs",
+                   "newest-first")
 # Reference and engine add the same float durations in the same order, so times agree to the
 # last bit in practice; 1e-9 s only absorbs a harmless reassociation, far below any batch time.
 ATOL = 1e-9
@@ -78,6 +79,8 @@ class Scenario:
     def make_scheduler(self) -> Scheduler:
         if self.scheduler == NEWEST_FIRST.name:
             return NEWEST_FIRST()
+        if self.scheduler == "sarathi-spf":  # shortest prompt first: prefills end out of order
+            return make_scheduler("sarathi", order="spf")
         return make_scheduler(self.scheduler, **self.options)  # type: ignore[arg-type]
 
     @property
@@ -568,3 +571,23 @@ def test_requests_subclass_pickle_and_take_numpy_integers() -> None:
     engine.use_records(RequestRecords(1))
     engine.admit(_TaggedRequest(0, 0.0, 3, 2, "y"))
     assert engine.start_batch(0.0) == 1.0 and engine.finish_batch() == []
+
+
+def test_the_waiting_queue_lets_requests_leave_out_of_order_in_o1() -> None:
+    """Shortest-prompt-first finishes prefills away from the front: each leaves lazily, the
+    order and counts stay right, and dead entries never outnumber live ones for long."""
+    from servelab.core.request import DECODING
+    from servelab.sim.waiting import WaitingQueue
+
+    queue = WaitingQueue()
+    reqs = [Request(i, 0.0, 100 - i, 1) for i in range(100)]
+    for req in reqs:
+        queue.append(req)
+    assert [r.id for r in queue.shortest_first()][:3] == [99, 98, 97]
+    for req in reqs[::-1][:60]:  # the 60 shortest finish first, from the back
+        req.status = DECODING
+        queue.leave(req)
+    assert len(queue) == 40 and [r.id for r in queue] == list(range(40))
+    assert len(queue._queue) <= 2 * len(queue) + 1  # rebuilt once the dead outnumbered
+    assert queue[0] is reqs[0] and queue.holds(reqs[5], 0) and not queue.holds(reqs[70], 0)
+    assert [r.id for r in queue.shortest_first()] == list(range(39, -1, -1))

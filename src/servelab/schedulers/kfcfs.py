@@ -11,11 +11,14 @@ built on this class.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from itertools import chain
 from typing import ClassVar
 
 from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
+from servelab.core.request import Request
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 from servelab.schedulers.kfcfs_options import KFCFSOptions
 from servelab.schedulers.options import SchedulerOptions
@@ -37,6 +40,9 @@ class KFCFS(Scheduler):
         self.k_prefill = options.kp
         # K_d as a number, so the hot path compares instead of testing for None first.
         self._decode_window = options.kd if options.kd is not None else sys.maxsize
+        #: Prefill order: oldest first (False), or begun prefills, then shortest prompt first
+        #: (Sarathi's ``order=spf``; the engine keeps that order for whoever asks).
+        self.shortest_first = False
 
     @property
     def k_decode(self) -> int | None:
@@ -52,11 +58,14 @@ class KFCFS(Scheduler):
         d = view.num_decoding
         if d > self._decode_window:
             d = self._decode_window
+        waiting: Iterable[Request] = view.waiting
+        if self.shortest_first:
+            waiting = chain(view.prefilling, view.shortest_waiting())
         if self._decode_priority:
             if d > budget:
                 d = budget
             if d > seqs:
                 d = seqs
-            return Batch(fill_chunks(view.waiting, budget - d, seqs - d, self.k_prefill)[0], d)
-        chunks, used = fill_chunks(view.waiting, budget, seqs, self.k_prefill)
+            return Batch(fill_chunks(waiting, budget - d, seqs - d, self.k_prefill)[0], d)
+        chunks, used = fill_chunks(waiting, budget, seqs, self.k_prefill)
         return Batch(chunks, min(d, budget - used, seqs - len(chunks)))

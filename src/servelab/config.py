@@ -49,6 +49,10 @@ MAX_CLOCK_S = 1e8
 #: Arrivals at 100 times what the engine can serve: the backlog only grows, and a larger load
 #: says nothing more about stability.
 MAX_LOAD = 100.0
+#: Replicas in one run: each engine's index is kept per request in 16 bits.
+MAX_REPLICAS = 1024
+#: The router when --replicas K > 1 names none.
+DEFAULT_ROUTER = "jsq"
 
 
 def _setting(path: str, default: Any = None) -> Any:
@@ -90,6 +94,9 @@ class SimConfig:
     duration: float | None = _setting("run.duration")
     seed: int = _setting("run.seed", 0)
     convention: str | None = _setting("engine.convention")
+    #: Identical engines behind a router (Li-Dai-Peng Proposition 3); 1 is a single engine.
+    replicas: int = _setting("engine.replicas", 1)
+    router: str | None = _setting("engine.router")
     drain: bool = _setting("run.drain", False)
     #: Scheduler knobs by name (``scheduler.<knob>``), as given; None is the default.
     scheduler_options: dict[str, Any] = field(default_factory=dict)
@@ -211,6 +218,10 @@ class SimConfig:
                                            "comparison), not both")
         if self.convention is not None:
             Convention.named(self.convention)
+        _positive_int("replicas", self.replicas, MAX_REPLICAS, "engines")
+        if self.router is not None and self.replicas == 1:
+            raise ConfigError("router", "a router needs engines to choose between; give "
+                                        "--replicas K with K > 1")
         if self.seed < 0:
             raise ConfigError("seed", "must be >= 0")
         if self.schedulers is not None:

@@ -31,6 +31,7 @@ from servelab.config import (
     DEFAULT_DECODE,
     DEFAULT_PREFILL,
     DEFAULT_PRESET,
+    DEFAULT_ROUTER,
     DEFAULT_SCHEDULER,
     MAX_CLOCK_S,
     MAX_LOAD,
@@ -40,10 +41,11 @@ from servelab.config import (
 from servelab.core.convention import Convention
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
+from servelab.routers import Router, make_router
 from servelab.schedulers import Scheduler, knobs_for, make_scheduler, refuse_unused_options
 from servelab.sim.decode_pool import TICKS_PER_S
 from servelab.sim.engine import Engine
-from servelab.sim.run import run_engine
+from servelab.sim.run import RunRecords, run_engine, run_engines
 from servelab.timing.presets import Preset, load_preset, load_preset_file
 from servelab.workload.build import (
     RequestStream,
@@ -200,6 +202,7 @@ def _prepare(config: SimConfig) -> Scenario:
     spec = resolve_workload(config)
     tokens_per_s, max_rate, batch_tokens = request_capacity(
         preset.timing, budget, spec.mean_prompt, spec.mean_output, convention)
+    max_rate *= config.replicas  # the whole system's lambda*
     rate = requested_rate(config, max_rate)
     nominal = rate if rate is not None else spec.trace.mean_rate  # None: a trace's own pace
     check_load(config, nominal, max_rate)
@@ -223,7 +226,7 @@ def _prepare(config: SimConfig) -> Scenario:
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
     theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal,
-                            spec.fixed_prompt)
+                            spec.fixed_prompt, config.replicas)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     guards = request_guards(preset.timing, budget, m_p, m_d, convention)
@@ -324,10 +327,20 @@ def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
 def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResult:
     """Simulate one policy on the requests ``w`` and summarise it beside the theory."""
     c = scenario.config
-    engine = Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
-                    scenario.convention, c.record_batches)
+    # Replicas share the scheduler object: a policy keeps no state between calls (it reads
+    # what it needs, a mean batch time say, from the view of the engine that asks).
+    engines = [Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
+                      scenario.convention, c.record_batches) for _ in range(c.replicas)]
     horizon = scenario.horizon(w)
-    rec = run_engine(engine, w.arrival, w.prompt, w.output, horizon, c.drain)
+    router: Router | None = None
+    if c.replicas == 1:
+        rec = run_engine(engines[0], w.arrival, w.prompt, w.output, horizon, c.drain)
+    else:
+        # Its own random stream, beside the workload's three (SeedSequence children 0-2).
+        rng = np.random.default_rng(np.random.SeedSequence(c.seed).spawn(4)[3])
+        router = make_router(c.router or DEFAULT_ROUTER, c.replicas, rng)
+        rec = run_engines(engines, router.choose, w.arrival, w.prompt, w.output, horizon,
+                          c.drain)
     requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
                             rec.finish[: rec.admitted], w.prompt[: rec.admitted],
                             w.output[: rec.admitted])
@@ -375,7 +388,32 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "servelab_version": _version(),
         "build": build_kind(),  # compiled and pure must agree; say which one produced this
     }
+    if router is not None:
+        summary["router"] = router.spec
+        summary["engines"] = _engine_summaries(scenario, rec, w, work, horizon)
     return SimResult(summary, requests, backlog, rec.batches)
+
+
+def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload, work: np.ndarray,
+                      horizon: float) -> list[dict[str, Any]]:
+    """Each replica's own verdict: its backlog against its share of the nominal load (the
+    engines are identical), from the requests its router sent it."""
+    k = scenario.config.replicas
+    theory = scenario.theory
+    capacity = _capacity_along_mix(theory) / k
+    assert rec.assigned is not None
+    out = []
+    for i, engine in enumerate(rec.engines):
+        mine = np.flatnonzero(rec.assigned == i)
+        sampled = engine.backlog
+        series = RunSeries(np.asarray(sampled.time), np.asarray(sampled.served),
+                           w.arrival[mine], work[mine], horizon)
+        verdict = backlog_verdict(series, theory["offered_tokens_per_s"] / k, scenario.guards)
+        details = verdict.to_dict(capacity)
+        out.append({"engine": i, "load": details["realised_load"], **details,
+                    "arrived": engine.admitted, "completed": engine.completed,
+                    "iterations": engine.iterations})
+    return out
 
 
 def _capacity_along_mix(theory: dict[str, Any]) -> float:
@@ -435,12 +473,13 @@ def _capacity(config: SimConfig) -> dict[str, Any]:
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
     _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
+    max_rate *= config.replicas
     rate = requested_rate(config, max_rate)
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
     check_load(config, rate, max_rate)
     out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate,
-                         spec.fixed_prompt)
+                         spec.fixed_prompt, config.replicas)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {
         "preset": preset.name,
@@ -448,6 +487,7 @@ def _capacity(config: SimConfig) -> dict[str, Any]:
         "budget": budget,
         "kmax": config.kmax,
         "convention": convention.name,
+        **({"replicas": config.replicas} if config.replicas > 1 else {}),
         "mean_prefill_tokens": m_p,
         "mean_decode_tokens": m_d,
         **capacity_block,

@@ -73,37 +73,41 @@ def theory_summary(
     convention: Convention,
     rate: float,
     fixed_prompt: bool,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """The capacity block, load, fluid slope, k_max region and verdict at ``rate`` requests/s.
 
-    A rate of 0 (the theory alone) gives no verdict and no offered point.
+    With ``replicas`` identical engines (Li-Dai-Peng Proposition 3) capacities and rates are
+    the whole system's, K times one engine's, and the load is each engine's share of the
+    arrivals over its own capacity. A rate of 0 (the theory alone) gives no verdict and no
+    offered point.
     """
     mu, max_rate, n_star = request_capacity(timing, budget, m_p, m_d, convention)
     work = convention.work(m_p, m_d)
     offered = rate * work
     out: dict[str, Any] = {
         "rate": rate,
-        "load": rate / max_rate,
+        "load": rate / (replicas * max_rate),
         "capacity": {
-            "tokens_per_s": mu,
-            "max_rate": max_rate,
+            "tokens_per_s": replicas * mu,
+            "max_rate": replicas * max_rate,
             "batch_tokens_at_capacity": n_star,
             "work_per_request_tokens": work,
         },
         "offered_tokens_per_s": offered,
-        "fluid_slope_tokens_per_s": fluid_slope(rate, max_rate, work),
+        "fluid_slope_tokens_per_s": fluid_slope(rate, replicas * max_rate, work),
         "kmax_region": None,
     }
     deciding_load = out["load"]
     if kmax is not None:
         region = kmax_region(timing, budget, kmax, m_p)
         decode_slots = convention.decode_slots(m_d)
-        region_rate = 1 / region.load(m_p, decode_slots)
+        region_rate = replicas / region.load(m_p, decode_slots)
         block = {**region.to_dict(), "assumption": prompt_assumption(m_p, fixed_prompt),
                  "max_rate": region_rate}
         if rate > 0:
             offered_2d = (rate * m_p, rate * decode_slots)
-            deciding_load = region.load(*offered_2d)
+            deciding_load = region.load(offered_2d[0] / replicas, offered_2d[1] / replicas)
             out["fluid_slope_tokens_per_s"] = fluid_slope(rate, region_rate, work)
             block.update(offered_tokens_per_s=list(offered_2d), load=deciding_load,
                          inside=deciding_load < 1.0,
@@ -112,4 +116,6 @@ def theory_summary(
     if rate > 0:
         out["theory_verdict"], out["theory_verdict_reason"] = theory_verdict(
             deciding_load, kmax is not None, fixed_prompt)
+    if replicas > 1:
+        out["replicas"] = replicas
     return out

@@ -34,8 +34,24 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _engine_line(s: dict[str, Any]) -> str:
     kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
+    replicas = s.get("replicas")
+    behind = f" behind {s['router']}" if "router" in s else ""
+    fleet = f"; {replicas} replicas{behind}" if replicas else ""
     return (f"engine    {s['preset']} ({s['timing']}), b_max={s['budget']}{kmax}, "
-            f"convention={s['convention']}")
+            f"convention={s['convention']}{fleet}")
+
+
+def engines_lines(s: dict[str, Any]) -> list[str]:
+    """One line per replica: its own verdict, from the requests its router sent it."""
+    lines = []
+    for e in s.get("engines") or ():
+        lines.append(
+            f"{'engines' if not lines else '':<10}{e['engine']:>3}: {e['verdict']:<12} slope "
+            f"{_num(e['backlog_slope_tokens_per_s'])} ± "
+            f"{_num(e['backlog_slope_stderr_tokens_per_s'])} tokens/s, load "
+            f"{_rate(e['load']) if _known(e['load']) else '-'}, {e['arrived']:,} arrived, "
+            f"{e['completed']:,} completed")
+    return lines
 
 
 def _workload_line(s: dict[str, Any]) -> str:
@@ -134,6 +150,7 @@ def simulate_text(s: dict[str, Any]) -> str:
         f"{_rate(s['throughput']['requests_per_s'])} req/s; {s['completed']:,} completed, "
         f"{s['in_flight']:,} in flight, {s['iterations']:,} iterations, "
         f"{s['mean_batch_tokens']:.1f} tokens/batch",
+        *engines_lines(s),
         run_line(s),
         *survivors_line(s),
         "",

@@ -172,6 +172,22 @@ class Feed(Arrivals):
             engine.admit(self._take())
 
 
+class Dispatch:
+    """Hands each arrival to the engine a router chooses, and remembers which."""
+
+    def __init__(self, choose: Callable[[Request, list[Engine]], int],
+                 processes: list[EngineProcess], count: int) -> None:
+        self._choose = choose
+        self._processes = processes
+        self._engines = [p.engine for p in processes]
+        self.assigned = array("h", [-1]) * count  # engine index by request id
+
+    def __call__(self, req: Request) -> None:
+        i = self._choose(req, self._engines)
+        self.assigned[req.id] = i
+        self._processes[i].admit(req)
+
+
 class BacklogSampler(BatchObserver):
     """Samples (time, served tokens, unprocessed tokens, requests in system) of ``engines``
     at the first batch end (of any of them) after each point of an even grid over the horizon.
@@ -228,6 +244,8 @@ class RunRecords:
     end_time: float
     admitted: int
     completed: int
+    #: Which engine each request went to (several engines only).
+    assigned: ndarray | None = None
 
     @property
     def iterations(self) -> int:
@@ -260,7 +278,7 @@ def run_engine(engine: Engine, arrival: np.ndarray, prompt: np.ndarray, output: 
 
 def run_engines(
     engines: list[Engine],
-    route: Callable[[list[EngineProcess]], Callable[[Request], None]] | None,
+    choose: Callable[[Request, list[Engine]], int] | None,
     arrival: np.ndarray,
     prompt: np.ndarray,
     output: np.ndarray,
@@ -269,8 +287,8 @@ def run_engines(
 ) -> RunRecords:
     """Simulate ``engines`` (fresh ones; they share one ``RequestRecords``) on the requests
     given, sorted by arrival, until ``horizon`` (the run stops at the first batch end at or
-    after it), or with ``drain`` until every request finishes. ``route(processes)`` gives the
-    function that hands each arrival to a process; None feeds a single engine directly."""
+    after it), or with ``drain`` until every request finishes. ``choose(req, engines)`` is the
+    router's decision at each arrival; None feeds a single engine directly."""
     if len(arrival) and (int(np.min(prompt)) < 1 or int(np.min(output)) < 1):
         raise ValueError("every request needs at least 1 prompt and 1 output token")
     loop = Loop()
@@ -285,12 +303,14 @@ def run_engines(
         if total is not sampler:
             engine.observers.append(total)
     source: Arrivals
-    if route is None:
+    dispatch: Dispatch | None = None
+    if choose is None:
         if len(processes) != 1:
             raise ValueError("several engines need a router")
         source = Feed(arrival, prompt, output, processes[0])
     else:
-        source = RoutedArrivals(arrival, prompt, output, route(processes))
+        dispatch = Dispatch(choose, processes, len(arrival))
+        source = RoutedArrivals(arrival, prompt, output, dispatch)
     loop.add_source(source)
     # Nothing a run allocates forms a cycle that outlives it, and the collector's passes over
     # millions of young requests cost more than a tenth of the run: pause it meanwhile.
@@ -333,4 +353,6 @@ def run_engines(
         end_time=end,
         admitted=admitted,
         completed=records.completed,
+        assigned=(None if dispatch is None
+                  else np.frombuffer(dispatch.assigned, dtype=np.int16)[:admitted]),
     )

@@ -365,7 +365,7 @@ BAD_INPUTS = [
     (["simulate", "--rate", "5", "--set", "scheduler.kp=3"], "scheduler.kp"),
     (["simulate", "--rate", "5", "--scheduler", "kfcfs", "--set", "scheduler.kp=0"],
      "scheduler.kp"),
-    (["simulate", "--rate", "5", "--set", "scheduler.order=spf"], "scheduler.order"),
+    (["simulate", "--rate", "5", "--set", "scheduler.order=lifo"], "scheduler.order"),
     (["simulate", "--rate", "5", "--set", "scheduler.order=lifo"], "scheduler.order"),
     (["compare", "--rate", "5", "--set", "scheduler.kp"], "set"),
     # Paths that would not be where the report says, or could not be written.

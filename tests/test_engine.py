@@ -591,3 +591,88 @@ def test_the_waiting_queue_lets_requests_leave_out_of_order_in_o1() -> None:
     assert len(queue._queue) <= 2 * len(queue) + 1  # rebuilt once the dead outnumbered
     assert queue[0] is reqs[0] and queue.holds(reqs[5], 0) and not queue.holds(reqs[70], 0)
     assert [r.id for r in queue.shortest_first()] == list(range(39, -1, -1))
+
+
+# -- nothing a scheduler reads tells it a true output length ---------------------------------
+
+
+class _Blind:
+    """A request that refuses to tell its output length; everything else it forwards."""
+
+    def __init__(self, real: Request) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> object:
+        if name == "output_tokens":
+            raise AssertionError("a scheduler read a true output length")
+        return getattr(self.real, name)
+
+
+class _BlindQueue:
+    def __init__(self, queue: object) -> None:
+        self._queue = queue
+
+    def __len__(self) -> int:
+        return len(self._queue)  # type: ignore[arg-type]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (_Blind(r) for r in self._queue)  # type: ignore[attr-defined]
+
+    def __getitem__(self, i: int) -> _Blind:
+        return _Blind(self._queue[i])  # type: ignore[index]
+
+
+class _BlindView:
+    """The engine's view with every request it hands out blindfolded."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.waiting = _BlindQueue(engine.waiting)
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._engine, name)
+        if name in ("decoding", "prefilling"):
+            return [_Blind(r) for r in value]  # type: ignore[attr-defined]
+        if name in ("first_decoders", "last_decoders", "shortest_waiting"):
+            return lambda *args: [_Blind(r) for r in value(*args)]  # type: ignore[operator]
+        if name == "progress":
+            return lambda req: value(req.real)  # type: ignore[operator]
+        return value
+
+
+class _Blindfolded(Scheduler):
+    """Runs ``inner`` on the blind view and hands the engine the real requests back."""
+
+    work_conserving = False
+
+    def __init__(self, inner: Scheduler) -> None:
+        self.inner = inner
+        self.name = inner.name  # type: ignore[misc]
+        self.decode_order = inner.decode_order  # type: ignore[misc]
+
+    def schedule(self, view: EngineView) -> Batch:
+        b = self.inner.schedule(_BlindView(view))  # type: ignore[arg-type]
+
+        def real(reqs: list | None) -> list | None:
+            return None if reqs is None else [r.real for r in reqs]
+
+        return Batch([(r.real, m) for r, m in b.prefill], b.decode_first,
+                     decode=real(b.decode), preempt=real(b.preempt))
+
+
+@pytest.mark.parametrize("name", [*SCHEDULER_NAMES])
+def test_no_scheduler_reads_a_true_output_length(name: str) -> None:
+    """Every policy runs, batch for batch the same, on requests that refuse to tell."""
+    rng = np.random.default_rng(6)
+    n = 80
+    sc = Scenario(name, {"chunked_prefill": True} if name in ("vllm", "fastertransformer")
+                  else {}, 64, 16, "paper", "staircase",
+                  arrival=np.sort(rng.uniform(0, 3, n)).tolist(),
+                  prompt=rng.integers(1, 50, n).tolist(), output=rng.integers(1, 30, n).tolist())
+    assert not sc.make_scheduler().clairvoyant
+    seen = run_engine(sc)
+    engine = Engine(_Blindfolded(sc.make_scheduler()), TIMINGS[sc.timing], sc.budget, sc.kmax,
+                    record_batches=True)
+    blind = sim_run.run_engine(engine, sc.arrival, sc.prompt, sc.output,
+                               horizon=sc.arrival[-1], drain=True)
+    assert blind.batches == seen.batches

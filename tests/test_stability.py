@@ -46,7 +46,8 @@ def _queue(arrival: np.ndarray, horizon: float, dt: float = 0.1) -> RunSeries:
         done = min(backlog, MU * dt)
         backlog -= done
         served[i] = (served[i - 1] if i else 0) + done
-    return RunSeries(t, served.astype(np.int64), arrival, np.full(len(arrival), W), horizon)
+    prompt = np.full(len(arrival), W // 2)
+    return RunSeries(t, served.astype(np.int64), arrival, prompt, W - prompt, PAPER, horizon)
 
 
 def test_a_saturated_engine_is_unstable_and_its_slope_is_the_realised_fluid_slope() -> None:

@@ -348,13 +348,12 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     backlog = BacklogSeries(np.asarray(sampled.time), np.asarray(sampled.tokens),
                             np.asarray(sampled.requests))
     theory = scenario.theory
-    work = scenario.convention.work(w.prompt, w.output)
-    series = RunSeries(backlog.time_s, np.asarray(sampled.served), w.arrival, work, horizon)
+    series = RunSeries(backlog.time_s, np.asarray(sampled.served), w.arrival, w.prompt,
+                       w.output, scenario.convention, horizon)
     verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
     done = np.isfinite(requests.finish_s)  # every latency statistic: completed requests only
-    multi = done & (requests.output_tokens > 1)  # TPOT needs a second token
-    tpot = (requests.e2e_s - requests.ttft_s)[multi] / (requests.output_tokens[multi] - 1)
+    latency = _latency_stats(requests, done)
     summary: dict[str, Any] = {
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
@@ -379,22 +378,46 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "throughput": {
             "tokens_per_s": (rec.prefill_tokens + rec.decode_tokens) / elapsed,
             "requests_per_s": rec.completed / elapsed,
-            "output_tokens_per_s": float(requests.output_tokens[done].sum()) / elapsed,
+            "output_tokens_per_s": float(np.sum(requests.output_tokens, where=done)) / elapsed,
         },
-        "ttft_ms": stats_ms(requests.ttft_s[done]),
+        "ttft_ms": latency["ttft_ms"],
         "tbt_ms": hist_stats_ms(rec.tbt_hist, TICKS_PER_S),
-        "tpot_ms": stats_ms(tpot),
-        "e2e_ms": stats_ms(requests.e2e_s[done]),
+        "tpot_ms": latency["tpot_ms"],
+        "e2e_ms": latency["e2e_ms"],
         "servelab_version": _version(),
         "build": build_kind(),  # compiled and pure must agree; say which one produced this
     }
     if router is not None:
         summary["router"] = router.spec
-        summary["engines"] = _engine_summaries(scenario, rec, w, work, horizon)
+        summary["engines"] = _engine_summaries(scenario, rec, w, horizon)
     return SimResult(summary, requests, backlog, rec.batches)
 
 
-def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload, work: np.ndarray,
+def _latency_stats(requests: RequestTable, done: np.ndarray) -> dict[str, Any]:
+    """TTFT, TPOT and E2E over completed requests, one array at a time (a run may hold
+    millions: each difference is made in one array and reordered in place)."""
+    arrival, first, finish = requests.arrival_s, requests.first_token_s, requests.finish_s
+    ttft = first[done]
+    ttft -= arrival[done]
+    out = {"ttft_ms": stats_ms(ttft)}
+    del ttft
+    e2e = finish[done]
+    e2e -= arrival[done]
+    out["e2e_ms"] = stats_ms(e2e)
+    del e2e
+    multi = done & (requests.output_tokens > 1)  # TPOT needs a second token
+    tpot = finish[multi]  # (E2E - TTFT) / (D - 1), each from the arrival as above
+    tpot -= arrival[multi]
+    ttft = first[multi]
+    ttft -= arrival[multi]
+    tpot -= ttft
+    del ttft
+    tpot /= requests.output_tokens[multi] - 1
+    out["tpot_ms"] = stats_ms(tpot)
+    return out
+
+
+def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload,
                       horizon: float) -> list[dict[str, Any]]:
     """Each replica's own verdict: its backlog against its share of the nominal load (the
     engines are identical), from the requests its router sent it."""
@@ -407,7 +430,8 @@ def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload, work: np
         mine = np.flatnonzero(rec.assigned == i)
         sampled = engine.backlog
         series = RunSeries(np.asarray(sampled.time), np.asarray(sampled.served),
-                           w.arrival[mine], work[mine], horizon)
+                           w.arrival[mine], w.prompt[mine], w.output[mine],
+                           scenario.convention, horizon)
         verdict = backlog_verdict(series, theory["offered_tokens_per_s"] / k, scenario.guards)
         details = verdict.to_dict(capacity)
         out.append({"engine": i, "load": details["realised_load"], **details,

@@ -14,13 +14,18 @@ QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
 
 
 def stats_ms(values_s: np.ndarray) -> dict[str, float] | None:
-    """mean, p50, p90, p99 of finite values (seconds in, milliseconds out); None if empty."""
+    """mean, p50, p90, p99 of finite values (seconds in, milliseconds out); None if empty.
+
+    It works on a copy of the finite values, which it reorders in place: a run of millions
+    of requests needs one array of them here, not three.
+    """
     v = values_s[np.isfinite(values_s)]
     if v.size == 0:
         return None
     out = {"mean": float(v.mean()) * 1e3}
-    for name, q in QUANTILES.items():
-        out[name] = float(np.percentile(v, q, method="inverted_cdf")) * 1e3
+    qs = np.percentile(v, list(QUANTILES.values()), method="inverted_cdf", overwrite_input=True)
+    for name, q in zip(QUANTILES, qs, strict=True):
+        out[name] = float(q) * 1e3
     return out
 
 

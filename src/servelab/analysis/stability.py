@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -66,16 +65,27 @@ class RunSeries:
     sample_time_s: np.ndarray  # batch end times, increasing
     served_tokens: np.ndarray  # token slots processed by then
     arrival_s: np.ndarray  # every request's arrival, sorted
-    work_tokens: np.ndarray  # every request's token slots (Convention.work)
+    prompt_tokens: np.ndarray  # every request's lengths
+    output_tokens: np.ndarray
+    convention: Convention  # what a request's tokens cost in slots
     horizon_s: float  # the last arrival, or --duration
 
-    @cached_property
-    def _cumulative_work(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum(self.work_tokens, dtype=np.int64)))
-
     def arrived_tokens(self, t: np.ndarray) -> np.ndarray:
-        """Token slots of the requests that arrived by each time in ``t``."""
-        return self._cumulative_work[np.searchsorted(self.arrival_s, t, side="right")]
+        """Token slots of the requests that arrived by each time in ``t`` (ascending).
+
+        Summed segment by segment, so a run of millions of requests needs no array of them.
+        """
+        ends = np.searchsorted(self.arrival_s, t, side="right").tolist()
+        out = np.empty(len(ends), dtype=np.int64)
+        total = start = 0
+        for j, end in enumerate(ends):
+            assert end >= start, "times must ascend"
+            total += self.convention.total_work(int(self.prompt_tokens[start:end].sum()),
+                                                int(self.output_tokens[start:end].sum()),
+                                                end - start)
+            out[j] = total
+            start = end
+        return out
 
 
 @dataclass(frozen=True)

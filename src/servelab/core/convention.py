@@ -54,6 +54,10 @@ class Convention:
         the token capacity (Li-Dai-Peng Theorem 2)."""
         return prompt_tokens + self.decode_slots(output_tokens)
 
+    def total_work(self, prompt_tokens: int, output_tokens: int, requests: int) -> int:
+        """Token slots of ``requests`` requests whose lengths add up to these totals."""
+        return prompt_tokens + output_tokens - requests * self._emitted_by_prefill
+
     def __repr__(self) -> str:
         return f"Convention({self.name!r})"
 

@@ -17,27 +17,44 @@ CHUNK = 8192
 
 
 class Chunked:
-    """Values drawn ``CHUNK`` at a time by ``draw(done, size)``, kept and handed out in order."""
+    """Values drawn ``CHUNK`` at a time by ``draw(done, size)``, kept and handed out in order.
+
+    They are kept in one buffer: ``first(n)`` sizes it for n values before drawing, so a run
+    of n requests holds them once, not once in blocks and again concatenated; a stream whose
+    length is not known in advance (``grow`` alone) doubles it as it goes.
+    """
 
     def __init__(self, draw: Callable[[int, int], np.ndarray]) -> None:
         self._draw = draw
-        self._parts: list[np.ndarray] = []
+        self._buffer: np.ndarray | None = None  # the values drawn are its first ``drawn``
         self.drawn = 0
 
-    def grow(self) -> np.ndarray:
-        """Draw one more block and return it."""
-        part = self._draw(self.drawn, CHUNK)
-        self._parts.append(part)
-        self.drawn += len(part)
-        return part
+    def _reserve(self, size: int, dtype: np.dtype) -> np.ndarray:
+        buffer = self._buffer
+        if buffer is None or len(buffer) < size:
+            grown = np.empty(max(size, 0 if buffer is None else 2 * len(buffer)), dtype)
+            if buffer is not None:
+                grown[: self.drawn] = buffer[: self.drawn]
+            self._buffer = buffer = grown
+        return buffer
+
+    def grow(self, reserve: int = 0) -> np.ndarray:
+        """Draw one more block (after making room for ``reserve`` values) and return it."""
+        block = self._draw(self.drawn, CHUNK)
+        end = self.drawn + len(block)
+        self._reserve(max(end, reserve), block.dtype)[self.drawn:end] = block
+        self.drawn = end
+        return block
 
     def values(self) -> np.ndarray:
-        """Everything drawn so far (concatenated once, then kept as one array)."""
-        if len(self._parts) != 1:
-            self._parts = [np.concatenate(self._parts)] if self._parts else [self.grow()]
-        return self._parts[0]
+        """Everything drawn so far (at least one block)."""
+        if self._buffer is None:
+            self.grow()
+        assert self._buffer is not None
+        return self._buffer[: self.drawn]
 
     def first(self, count: int) -> np.ndarray:
+        room = -(-count // CHUNK) * CHUNK  # whole blocks: every draw is CHUNK values
         while self.drawn < count:
-            self.grow()
+            self.grow(room)
         return self.values()[:count]

@@ -2,7 +2,11 @@
 
 The scenario of issue 2: Sarathi on ``codellama-34b-a100``, b_max = 512, 129 prefill and 112
 decode tokens, Poisson arrivals at 0.9 of capacity, 200,000 requests, every metric on, through
-the same ``Scheduler`` interface every policy uses.
+the same ``Scheduler`` interface every policy uses. Beside it (issue 8): Sarathi with
+shortest-prompt-first prefill, a scheduler that names its decoders every iteration (the
+newest-first example of docs/architecture.md), 8 replicas behind JSQ at 8 times the rate, the
+two Sarathi orders with lognormal prompts (prefills finishing out of arrival order), and the
+peak memory per simulated request of a fresh process.
 
 Beside it, in the same process and on the same requests, a loop hand-specialised to this one
 scenario (no scheduler interface, no metrics) gives the floor the general design is measured
@@ -14,14 +18,21 @@ against: machines here are shared and noisy, so the ratio is the number to trust
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import platform
+import resource
+import subprocess
+import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from heapq import heappop, heappush
+from pathlib import Path
 
 import servelab
 from servelab.build import build_kind
+from servelab.schedulers import Scheduler, make_scheduler
 from servelab.simulation import build_scheduler, prepare, run_scheduler
 
 
@@ -64,42 +75,100 @@ def specialised_sarathi(arrival: list[float], prompt: int, output: int, budget: 
     return iterations
 
 
+def _doc_scheduler() -> Scheduler:
+    """The newest-first example of docs/architecture.md: explicit decoders every iteration."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    namespace: dict[str, object] = {}
+    exec(text.split("```python\n")[1].split("```")[0], namespace)
+    return namespace["NewestFirst"]()  # type: ignore[operator]
+
+
+def _best_of(repeat: int, run: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def peak_bytes_per_request(requests: int) -> float:
+    """Peak RSS growth of a fresh process simulating ``requests`` requests, per request."""
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(requests)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _memory_child(requests: int) -> None:
+    small = prepare({**BASE, "requests": 1000})
+    run_scheduler(small, build_scheduler(small, "sarathi"))  # imports and first-use costs
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scenario = prepare({**BASE, "requests": requests})
+    run_scheduler(scenario, build_scheduler(scenario, "sarathi"))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) * 1024 / requests)
+
+
+BASE = {"preset": "codellama-34b-a100", "budget": 512, "prefill": "129", "decode": "112",
+        "load": 0.9, "seed": 1, "drain": True}
+LOGNORMAL = {**BASE, "prefill": "lognormal:mean=129,sigma=1.5"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--memory", type=int, default=1_000_000, metavar="N",
+                        help="requests for the peak-memory row (0: skip it)")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        _memory_child(args.memory_child)
+        return
 
-    config = {"preset": "codellama-34b-a100", "scheduler": "sarathi", "budget": 512,
-              "prefill": "129", "decode": "112", "load": 0.9, "requests": args.requests,
-              "seed": 1, "drain": True}
-    scenario = prepare(config)
+    n = args.requests
+    scenario = prepare({**BASE, "requests": n})
     arrival = scenario.workload.arrival.tolist()
     table = scenario.preset.timing.token_table(512)
-
-    general, special, iterations = [], [], 0
-    for _ in range(args.repeat):
-        started = time.perf_counter()
-        result = run_scheduler(scenario, build_scheduler(scenario, "sarathi"))
-        general.append(time.perf_counter() - started)
-        iterations = result.summary["iterations"]
-        started = time.perf_counter()
-        special_iterations = specialised_sarathi(arrival, 129, 112, 512, table)
-        special.append(time.perf_counter() - started)
-    best, best_special = min(general), min(special)
-    n = args.requests
+    iterations = run_scheduler(scenario, build_scheduler(scenario, "sarathi")).summary[
+        "iterations"]
+    special_iterations = specialised_sarathi(arrival, 129, 112, 512, table)
+    assert special_iterations == iterations, "the specialised loop must simulate the same batches"
+    best_special = _best_of(args.repeat,
+                            lambda: specialised_sarathi(arrival, 129, 112, 512, table))
+    fleet = prepare({**BASE, "requests": n, "replicas": 8, "router": "jsq"})
+    skewed = prepare({**LOGNORMAL, "requests": n})
+    rows = [
+        ("sarathi (issue 2 scenario)", scenario, lambda: build_scheduler(scenario, "sarathi")),
+        ("sarathi order=spf", scenario, lambda: make_scheduler("sarathi", order="spf")),
+        ("newest-first (explicit decoders)", scenario, _doc_scheduler),
+        ("jsq, 8 replicas, 8x the rate", fleet, lambda: build_scheduler(fleet, "sarathi")),
+        ("sarathi, lognormal prompts", skewed, lambda: build_scheduler(skewed, "sarathi")),
+        ("sarathi order=spf, lognormal prompts", skewed,
+         lambda: make_scheduler("sarathi", order="spf")),
+    ]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
           f"servelab {servelab.__version__} ({build_kind()} build)")
     print(f"scenario: sarathi, codellama-34b-a100, b_max=512, 129/112 tokens, Poisson at 0.9 "
           f"lambda*, {n:,} requests, drained ({iterations:,} iterations)")
-    print(f"servelab engine (all metrics):   {n / best:>10,.0f} requests/s "
-          f"{iterations / best:>10,.0f} iterations/s  ({best:.3f} s, best of {args.repeat})")
     print(f"specialised loop (no metrics):   {n / best_special:>10,.0f} requests/s "
           f"{special_iterations / best_special:>10,.0f} iterations/s  ({best_special:.3f} s)")
-    print(f"cost of the general design:      {best / best_special:.2f}x the specialised loop")
-    assert special_iterations == iterations, "the specialised loop must simulate the same batches"
-    assert math.isfinite(best)
+    first = 0.0
+    for label, where, make in rows:
+        best = _best_of(args.repeat, lambda where=where, make=make: run_scheduler(where, make()))
+        first = first or best
+        print(f"{label + ':':<38}{n / best:>10,.0f} requests/s  {best / best_special:5.2f}x the "
+              f"specialised loop  {best / first:5.2f}x the first row ({best:.3f} s, best of "
+              f"{args.repeat})")
+        if label.startswith("sarathi (issue 2"):
+            print(f"cost of the general design:      {best / best_special:.2f}x the specialised "
+                  "loop")
+    if args.memory:
+        print(f"peak memory, {args.memory:,} requests: "
+              f"{peak_bytes_per_request(args.memory):.0f} bytes per simulated request")
+    assert math.isfinite(best_special)
 
 
 if __name__ == "__main__":

@@ -91,9 +91,10 @@ class ReferenceEngine:
         return iter(list(self.decoders))
 
     def shortest_waiting(self) -> Iterator[RefRequest]:
-        """Not begun, shortest prompt first, then oldest: a sort each call, obviously right."""
+        """Begun first, then shortest prompt first, then oldest: a sort each call, obviously
+        right."""
         fresh = [r for r in self.waiting if r.prefill_left == r.prompt_tokens]
-        return iter(sorted(fresh, key=lambda r: (r.prefill_left, r.id)))
+        return iter([*self.prefilling, *sorted(fresh, key=lambda r: (r.prefill_left, r.id))])
 
     def first_decoders(self, k: int) -> list[RefRequest]:
         return self.decoders[:max(k, 0)]

@@ -583,7 +583,7 @@ def test_the_waiting_queue_lets_requests_leave_out_of_order_in_o1() -> None:
     reqs = [Request(i, 0.0, 100 - i, 1) for i in range(100)]
     for req in reqs:
         queue.append(req)
-    assert [r.id for r in queue.shortest_first()][:3] == [99, 98, 97]
+    assert [r.id for r in queue.shortest_first()][:3] == [99, 98, 97]  # nothing begun
     for req in reqs[::-1][:60]:  # the 60 shortest finish first, from the back
         req.status = DECODING
         queue.leave(req)

@@ -185,7 +185,8 @@ def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guar
     arrived = np.diff(series.arrived_tokens(at).astype(float)) / seconds
     span = at[-1] - at[0]
     s = float(series.served_tokens[edges[-1]] - series.served_tokens[edges[0]]) / span
-    a = float(series.arrived_tokens(at[[0, -1]]) @ [-1, 1]) / span
+    first_arrived, last_arrived = series.arrived_tokens(at[[0, -1]]).tolist()
+    a = (last_arrived - first_arrived) / span
     stderr = float(np.std(arrived - served, ddof=1)) / math.sqrt(BLOCKS)
     served_stderr = float(np.std(served, ddof=1)) / math.sqrt(BLOCKS)
     first, last = np.searchsorted(series.arrival_s, at[[0, -1]], side="right")

@@ -3,22 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from servelab.core.request import Request
-from servelab.routers.base import Router
-from servelab.sim.engine import Engine
+from servelab.routers.base import Router, least_loaded
+from servelab.sim.engine import LoadBoard
 
 
 class LeastOutstanding(Router):
     name: ClassVar[str] = "lor"
 
-    def choose(self, req: Request, engines: Sequence[Engine]) -> int:
-        best = 0
-        fewest = engines[0].outstanding
-        for i in range(1, len(engines)):
-            count = engines[i].outstanding
-            if count < fewest:
-                best, fewest = i, count
-        return best
+    def choose(self, req: Request, board: LoadBoard) -> int:
+        return least_loaded(board.outstanding)

@@ -6,14 +6,13 @@ Two samples already get most of JSQ's benefit (Mitzenmacher) while reading only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from servelab.core.request import Request
-from servelab.routers.base import Router, least_loaded
-from servelab.sim.engine import Engine
+from servelab.routers.base import Router
+from servelab.sim.engine import LoadBoard
 
 
 class PowerOfD(Router):
@@ -27,8 +26,16 @@ class PowerOfD(Router):
     def spec(self) -> str:
         return f"{self.name}:{self.d}"
 
-    def choose(self, req: Request, engines: Sequence[Engine]) -> int:
-        k = len(engines)
-        if self.d >= k:
-            return least_loaded(engines, range(k))
-        return least_loaded(engines, self.rng.choice(k, self.d, replace=False).tolist())
+    def choose(self, req: Request, board: LoadBoard) -> int:
+        loads = board.unprocessed
+        k = len(loads)
+        sampled: list[int] = []
+        while len(sampled) < self.d:  # distinct: redraw a repeat (d <= k)
+            i = self.pick(k)
+            if i not in sampled:
+                sampled.append(i)
+        best = sampled[0]
+        for i in sampled[1:]:  # the least loaded; ties to the first sampled
+            if loads[i] < loads[best]:
+                best = i
+        return best

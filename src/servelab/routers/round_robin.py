@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from servelab.core.request import Request
 from servelab.routers.base import Router
-from servelab.sim.engine import Engine
+from servelab.sim.engine import LoadBoard
 
 
 class RoundRobin(Router):
@@ -19,7 +18,7 @@ class RoundRobin(Router):
         super().__init__(rng)
         self._next = 0
 
-    def choose(self, req: Request, engines: Sequence[Engine]) -> int:
+    def choose(self, req: Request, board: LoadBoard) -> int:
         i = self._next
-        self._next = (i + 1) % len(engines)
+        self._next = (i + 1) % len(board.unprocessed)
         return i

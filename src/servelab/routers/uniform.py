@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from servelab.core.request import Request
 from servelab.routers.base import Router
-from servelab.sim.engine import Engine
+from servelab.sim.engine import LoadBoard
 
 
 class Uniform(Router):
     name: ClassVar[str] = "random"
 
-    def choose(self, req: Request, engines: Sequence[Engine]) -> int:
-        return int(self.rng.integers(len(engines)))
+    def choose(self, req: Request, board: LoadBoard) -> int:
+        return self.pick(len(board.unprocessed))

@@ -57,7 +57,8 @@ class EngineView(Protocol):
     def mean_batch_s(self) -> float:
         """The mean duration of every batch so far (0 before the first)."""
     def shortest_waiting(self) -> Iterator[Request]:
-        """Waiting requests whose prefill has not begun, shortest prompt first, then oldest."""
+        """Waiting requests: begun prefills first (in the order they began), then the others
+        shortest prompt first, then oldest first."""
     def first_decoders(self, k: int) -> list[Request]:
         """The ``k`` decoders that entered decode earliest (what ``decode_first=k`` serves)."""
     def last_decoders(self, k: int) -> list[Request]:

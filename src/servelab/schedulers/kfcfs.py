@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from itertools import chain
 from typing import ClassVar
 
 from mypy_extensions import mypyc_attr
@@ -58,9 +57,8 @@ class KFCFS(Scheduler):
         d = view.num_decoding
         if d > self._decode_window:
             d = self._decode_window
-        waiting: Iterable[Request] = view.waiting
-        if self.shortest_first:
-            waiting = chain(view.prefilling, view.shortest_waiting())
+        waiting: Iterable[Request] = (view.shortest_waiting() if self.shortest_first
+                                      else view.waiting)
         if self._decode_priority:
             if d > budget:
                 d = budget

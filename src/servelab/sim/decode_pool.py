@@ -40,7 +40,8 @@ from __future__ import annotations
 from array import array
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import ClassVar, Final
+from itertools import islice
+from typing import Final
 
 from servelab.core.request import FINISHED, Request
 
@@ -73,8 +74,8 @@ class RequestRecords:
 class DecodeEntry:
     """One decoding request's progress, as its engine keeps it."""
 
-    __slots__ = ("gaps", "key", "last_token", "output", "remaining", "req", "segment_start",
-                 "segments")
+    __slots__ = ("claimed", "gaps", "key", "last_token", "output", "remaining", "req",
+                 "segment_start", "segments")
 
     def __init__(self, req: Request, remaining: int, last_token: float) -> None:
         self.req = req
@@ -88,6 +89,7 @@ class DecodeEntry:
         self.segment_start = 0
         self.segments: list[int] | None = None
         self.gaps: list[int] | None = None
+        self.claimed = 0  # the last batch that named it (``ExplicitDecoders.claim``)
 
     def note_gap(self, ticks: int) -> None:
         if self.gaps is None:
@@ -97,15 +99,64 @@ class DecodeEntry:
 
 
 class Decoders:
-    """What an engine asks of its decoding requests, whichever form its batches use."""
+    """What an engine asks of its decoding requests, whichever form its batches use.
 
-    #: Whether a gap reaches the histogram when it happens (then the gaps ``evict`` returns
-    #: are in it already) or only when its request finishes.
-    gaps_recorded_at_once: ClassVar[bool] = True
+    Both forms count a round's gaps in bulk: the requests served in this round and the last
+    all waited the same time, one histogram update for all of them; only the others are
+    counted one by one. So both keep the round gaps and each entry's runs of consecutive
+    served rounds, to take the gaps of requests still in flight back out when a run stops.
+    """
 
     def __init__(self, records: RequestRecords) -> None:
         self.records = records
         self.size = 0  # live decoders
+        self._rounds = 0
+        self._last_round_time = 0.0
+        # Ticks from round r-1 to round r, at index r-1: appended to a list (cheap) and moved
+        # into a typed array (8 bytes each) a block at a time.
+        self._gap_log = array("q")
+        self._gap_tail: list[int] = []
+
+    def _next_round(self, now: float) -> int:
+        """Open round ``_rounds + 1``, ending at ``now``; log and return its gap."""
+        gap = int((now - self._last_round_time) * TICKS_PER_S + 0.5)
+        tail = self._gap_tail
+        tail.append(gap)
+        if len(tail) == 4096:
+            self._gap_log.extend(tail)
+            tail.clear()
+        return gap
+
+    def _round_gaps(self) -> array[int]:
+        """Every round's gap so far (the list's tail moved into the array first)."""
+        if self._gap_tail:
+            self._gap_log.extend(self._gap_tail)
+            self._gap_tail.clear()
+        return self._gap_log
+
+    def _served_last_round(self, entry: DecodeEntry) -> bool:
+        raise NotImplementedError
+
+    def _gaps_of(self, entry: DecodeEntry) -> list[int]:
+        """Every gap of ``entry`` in the histogram: a request served in rounds s..e without a
+        break saw the round gaps of rounds s+1..e; the gap into round s was recorded on its
+        own (or was its first token)."""
+        round_gaps = self._round_gaps()
+        gaps: list[int] = [] if entry.gaps is None else list(entry.gaps)
+        segments = entry.segments
+        if segments is not None:
+            for j in range(0, len(segments), 2):
+                gaps.extend(round_gaps[segments[j]:segments[j + 1]])
+        if self._served_last_round(entry):  # its current run is still open
+            gaps.extend(round_gaps[entry.segment_start:self._rounds])
+        return gaps
+
+    def inflight_gaps(self) -> list[int]:
+        """Gaps (ticks) in the histogram that belong to requests still decoding."""
+        gaps: list[int] = []
+        for entry in self.live():
+            gaps += self._gaps_of(entry)
+        return gaps
 
     def add(self, reqs: list[Request], first_token_at: float) -> None:
         """Enter decode, at the back of the entered-decode order.
@@ -160,9 +211,6 @@ class Decoders:
     def __contains__(self, req: Request) -> bool:
         return self.find(req) is not None
 
-    def inflight_gaps(self) -> list[int]:
-        """Gaps (ticks) in the histogram that belong to requests still decoding."""
-        raise NotImplementedError
 
 
 def _take(entries: Iterator[DecodeEntry], k: int) -> list[Request]:
@@ -190,13 +238,7 @@ class DecodePool(Decoders):
         self._dead_walked = 0  # dead entries the frontier walks stepped over since then
         self._frontier = 0  # index just past the served prefix of ``_order``
         self._served_before = 0  # live decoders before the frontier (served last round)
-        self._rounds = 0
-        # Ticks from round r-1 to round r, at index r-1: appended to a list (cheap) and moved
-        # into a typed array (8 bytes each) a block at a time.
-        self._gap_log = array("q")
-        self._gap_tail: list[int] = []
         self._buckets: defaultdict[int, list[DecodeEntry]] = defaultdict(list)
-        self._last_round_time = 0.0
 
     def _enter(self, entry: DecodeEntry) -> None:
         if self._index is not None:
@@ -240,12 +282,7 @@ class DecodePool(Decoders):
         i = self._frontier
         rounds = self._rounds
         this_round = rounds + 1
-        gap = int((now - last_round) * TICKS_PER_S + 0.5)
-        tail = self._gap_tail
-        tail.append(gap)
-        if len(tail) == 4096:
-            self._gap_log.extend(tail)
-            tail.clear()
+        gap = self._next_round(now)
         walked = 0  # dead entries stepped over by this round's walk
         if k > before:
             # Live entries from the old frontier up to the k-th join (or rejoin) the prefix.
@@ -350,32 +387,8 @@ class DecodePool(Decoders):
         self._maybe_compact()
         return remaining, last_token, gaps
 
-    def _gaps_of(self, entry: DecodeEntry) -> list[int]:
-        """Every gap of ``entry`` in the histogram: a request served in rounds s..e without a
-        break saw the round gaps of rounds s+1..e; the gap into round s was recorded on its
-        own (or was its first token)."""
-        round_gaps = self._round_gaps()
-        gaps: list[int] = [] if entry.gaps is None else list(entry.gaps)
-        segments = entry.segments
-        if segments is not None:
-            for j in range(0, len(segments), 2):
-                gaps.extend(round_gaps[segments[j]:segments[j + 1]])
-        if entry.key >= 0:  # served last round: its current run is still open
-            gaps.extend(round_gaps[entry.segment_start:self._rounds])
-        return gaps
-
-    def _round_gaps(self) -> array[int]:
-        """Every round's gap so far (the list's tail moved into the array first)."""
-        if self._gap_tail:
-            self._gap_log.extend(self._gap_tail)
-            self._gap_tail.clear()
-        return self._gap_log
-
-    def inflight_gaps(self) -> list[int]:
-        gaps: list[int] = []
-        for entry in self.live():
-            gaps += self._gaps_of(entry)
-        return gaps
+    def _served_last_round(self, entry: DecodeEntry) -> bool:
+        return entry.key >= 0  # in the served prefix
 
     def _maybe_compact(self) -> None:
         # Compacting costs O(list); either trigger has paid for it: more dead entries than
@@ -392,17 +405,20 @@ class DecodePool(Decoders):
 class ExplicitDecoders(Decoders):
     """Decoders served by name: each batch's list is served one by one, in O(list).
 
-    A request's gaps are kept on its entry and reach the histogram when it finishes, so the
-    histogram only ever holds the gaps of completed requests.
+    ``DecodeEntry.key`` here is the last round the entry was served in (0: never), which tells
+    whether a gap is the round's own (counted in bulk) or a rejoin (counted on its own).
     """
-
-    gaps_recorded_at_once: ClassVar[bool] = False
 
     def __init__(self, records: RequestRecords) -> None:
         super().__init__(records)
         self.entries: dict[int, DecodeEntry] = {}  # by request id, in entered order
+        self._batches = 0
+        self._claimed: list[DecodeEntry] = []
+        self._handed: list[Request] = []  # the view's last list of decoders, while current
+        self._handed_entries: list[DecodeEntry] = []
 
     def _enter(self, entry: DecodeEntry) -> None:
+        entry.key = 0
         self.entries[entry.req.id] = entry
         self.size += 1
 
@@ -412,48 +428,101 @@ class ExplicitDecoders(Decoders):
     def live_newest_first(self) -> Iterator[DecodeEntry]:
         return reversed(self.entries.values())
 
+    def first(self, k: int) -> list[Request]:
+        return self._hand_out(list(islice(self.entries.values(), max(k, 0))))
+
+    def last(self, k: int) -> list[Request]:
+        return self._hand_out(list(islice(reversed(self.entries.values()), max(k, 0))))
+
+    def _hand_out(self, entries: list[DecodeEntry]) -> list[Request]:
+        """The requests of ``entries``, remembered: a batch that names this very list back
+        (the usual case) is claimed without looking each request up again."""
+        self._handed = [e.req for e in entries]
+        self._handed_entries = entries
+        return self._handed
+
     def find(self, req: Request) -> DecodeEntry | None:
         return self.entries.get(req.id)
+
+    def _served_last_round(self, entry: DecodeEntry) -> bool:
+        return entry.key == self._rounds and entry.key > 0
 
     def progress(self, req: Request) -> tuple[int, float]:
         entry = self.entries[req.id]
         return entry.output - entry.remaining, entry.last_token
 
-    def serve_listed(self, reqs: list[Request], now: float, events: list[Request]) -> int:
-        """Serve one token to each of ``reqs`` (validated by the engine), ending at ``now``;
-        as ``DecodePool.serve`` for ``events`` and the count returned."""
-        records = self.records
+    def claim(self, reqs: list[Request]) -> Request | None:
+        """Check that ``reqs`` are distinct decoders of this engine and keep their entries for
+        ``serve_claimed``; returns the first that is not, or None. One pass, one lookup each."""
+        self._batches += 1
+        batch = self._batches
+        handed = self._handed
+        self._handed = []
+        if reqs is handed and all(e.req is r for e, r in zip(self._handed_entries, reqs,
+                                                             strict=True)):
+            self._claimed = self._handed_entries  # distinct, and decoding: we listed them
+            return None
         entries = self.entries
-        done = 0
+        claimed = self._claimed = []
         for req in reqs:
-            entry = entries[req.id]
-            last = entry.last_token
-            if last == NO_TOKEN:
-                records.first_token[req.id] = now
-                if entry.remaining > 1:
-                    events.append(req)
+            entry = entries.get(req.id)
+            if entry is None or entry.req is not req or entry.claimed == batch:
+                return req
+            entry.claimed = batch
+            claimed.append(entry)
+        return None
+
+    def serve_claimed(self, now: float, events: list[Request]) -> int:
+        """Serve one token to each decoder the last ``claim`` named, ending at ``now``; as
+        ``DecodePool.serve`` for ``events`` and the count returned."""
+        records = self.records
+        hist = records.tbt
+        entries = self.entries
+        rounds = self._rounds
+        this_round = rounds + 1
+        gap = self._next_round(now)
+        in_sync = done = 0
+        for entry in self._claimed:
+            req = entry.req
+            served = entry.key
+            if served == rounds and served:  # served last round too: this round's gap
+                in_sync += 1
             else:
-                entry.note_gap(int((now - last) * TICKS_PER_S + 0.5))
+                if served:  # a run of consecutive rounds ended at round ``served``
+                    segments = entry.segments
+                    if segments is None:
+                        entry.segments = [entry.segment_start, served]
+                    else:
+                        segments += (entry.segment_start, served)
+                entry.segment_start = this_round
+                last = entry.last_token
+                if last == NO_TOKEN:
+                    records.first_token[req.id] = now
+                    if entry.remaining > 1:
+                        events.append(req)
+                else:
+                    ticks = int((now - last) * TICKS_PER_S + 0.5)
+                    hist[ticks] += 1
+                    entry.note_gap(ticks)
+            entry.key = this_round
             entry.last_token = now
             entry.remaining -= 1
             if not entry.remaining:
                 req.status = FINISHED
                 records.finish[req.id] = now
-                if entry.gaps is not None:
-                    hist = records.tbt
-                    for ticks in entry.gaps:
-                        hist[ticks] += 1
                 del entries[req.id]
                 events.append(req)
                 done += 1
+        if in_sync:
+            hist[gap] += in_sync
+        self._rounds = this_round
+        self._last_round_time = now
         self.size -= done
         records.completed += done
         return done
 
     def evict(self, req: Request) -> tuple[int, float, list[int]]:
         entry = self.entries.pop(req.id)
+        gaps = self._gaps_of(entry)
         self.size -= 1
-        return entry.remaining, entry.last_token, entry.gaps or []
-
-    def inflight_gaps(self) -> list[int]:
-        return []  # they are not in the histogram yet
+        return entry.remaining, entry.last_token, gaps

@@ -56,6 +56,23 @@ class BatchRecord:
     decode: list[int]
 
 
+class LoadBoard:
+    """What a router reads of a fleet, kept current by the engines themselves: for each, the
+    token slots admitted and not yet processed, and the requests admitted and not finished.
+
+    Plain lists, so a router finds the least loaded engine with one ``min`` over them instead
+    of reading every engine's attributes at every arrival.
+    """
+
+    def __init__(self, engines: list[Engine]) -> None:
+        self.unprocessed = [0] * len(engines)
+        self.outstanding = [0] * len(engines)
+        for slot, engine in enumerate(engines):
+            engine._board = self
+            engine._slot = slot
+            engine._publish()
+
+
 class BatchObserver:
     """Told about every batch an engine finishes (backlog samplers, later per-class records)."""
 
@@ -137,6 +154,8 @@ class Engine:
         self._decoded_ids: list[int] = []
         self._events: list[Request] = []
         self._parked: dict[int, _Parked] = {}
+        self._board: LoadBoard | None = None  # set by a LoadBoard, when routed to
+        self._slot = 0
 
     # -- the view ---------------------------------------------------------------------------
     @property
@@ -150,7 +169,7 @@ class Engine:
         return self.waiting.started
 
     def shortest_waiting(self) -> Iterator[Request]:
-        """Waiting requests whose prefill has not begun, shortest prompt first."""
+        """Waiting requests, begun prefills first, then the rest shortest prompt first."""
         return self.waiting.shortest_first()
 
     def first_decoders(self, k: int) -> list[Request]:
@@ -175,6 +194,12 @@ class Engine:
         return 0, NO_TOKEN
 
     # -- the lifecycle ----------------------------------------------------------------------
+    def _publish(self) -> None:
+        board = self._board
+        if board is not None:
+            board.unprocessed[self._slot] = self.unprocessed_tokens
+            board.outstanding[self._slot] = self.outstanding
+
     def use_records(self, records: RequestRecords) -> None:
         """Write per-request times into ``records`` (indexed by request id; a run's engines
         share one)."""
@@ -199,6 +224,8 @@ class Engine:
         self.outstanding += 1
         self.unprocessed_tokens += (req.prompt_tokens + req.output_tokens
                                     - self._engine_convention)
+        if self._board is not None:
+            self._publish()
 
     def cancel(self, req: Request) -> None:
         """Withdraw a request that has not started decoding (a real client went away)."""
@@ -209,6 +236,7 @@ class Engine:
         self.waiting.leave(req)
         self.outstanding -= 1
         self.unprocessed_tokens -= req.prefill_left + req.output_tokens - self._engine_convention
+        self._publish()
 
     def start_batch(self, now: float) -> float | None:
         """Form the next batch at ``now``; return its end time, or None when idle."""
@@ -297,25 +325,28 @@ class Engine:
         name = self.scheduler.name
         if decode is not None and not self._explicit:
             raise SchedulerError(f"{name} named decoders, but its decode_order is 'fcfs'")
-        listed: list[Request] = [] if decode is None else list(decode)
+        listed: list[Request] = ([] if decode is None
+                                 else decode if type(decode) is list else list(decode))
         evict: list[Request] = [] if preempt is None else list(preempt)
         if k and listed:
             raise SchedulerError(f"{name} returned {batch!r}: decode_first and a decode list")
-        self._check_decoding(evict, name, "preempt")
-        self._check_decoding(listed, name, "decode")
-        if evict and listed and {r.id for r in listed} & {r.id for r in evict}:
-            raise SchedulerError(f"{name} returned {batch!r}: a request both preempted and "
-                                 "decoded")
+        if evict:
+            decoders = self._decoders
+            if len({r.id for r in evict}) < len(evict) or any(
+                    r.status != DECODING or r not in decoders for r in evict):
+                raise SchedulerError(f"{name} put a request twice in its preempt list, or one "
+                                     "that is not decoding on this engine")
+        if listed:
+            explicit = self._decoders
+            assert isinstance(explicit, ExplicitDecoders)
+            wrong = explicit.claim(listed)
+            if wrong is not None:
+                raise SchedulerError(f"{name} put request {wrong.id} in its decode list twice, "
+                                     "or it is not decoding on this engine")
+            if evict and {r.id for r in listed} & {r.id for r in evict}:
+                raise SchedulerError(f"{name} returned {batch!r}: a request both preempted and "
+                                     "decoded")
         return listed, evict
-
-    def _check_decoding(self, reqs: list[Request], name: str, what: str) -> None:
-        decoders = self._decoders
-        if len({r.id for r in reqs}) < len(reqs):
-            raise SchedulerError(f"{name} named a request twice in its {what} list")
-        for req in reqs:
-            if req.status != DECODING or req not in decoders:
-                raise SchedulerError(f"{name} put request {req.id} in its {what} list, but it "
-                                     "is not decoding on this engine")
 
     def finish_batch(self) -> list[Request]:
         """Apply the running batch at its end; return the requests that finished or emitted
@@ -357,7 +388,7 @@ class Engine:
         elif self._listed:
             decoders = self._decoders
             assert isinstance(decoders, ExplicitDecoders)
-            done = decoders.serve_listed(self._listed, now, events)
+            done = decoders.serve_claimed(now, events)
         if prefilled is not None:
             done += self._enter_decode(prefilled, now, events)
         self.outstanding -= done
@@ -367,6 +398,8 @@ class Engine:
         self.unprocessed_tokens -= tokens
         self.iterations += 1
         self.mean_batch_s += (now - self.now - self.mean_batch_s) / self.iterations
+        if self._board is not None:
+            self._publish()  # after the preemptions above, too
         self.last_batch_end = now
         self._in_flight = False
         if self.batches is not None:
@@ -427,8 +460,7 @@ class Engine:
         """The gaps in the TBT histogram that belong to requests this engine has not finished
         (to take back out when a run stops): decoding ones, and preempted ones waiting."""
         gaps = self._decoders.inflight_gaps()
-        if self._decoders.gaps_recorded_at_once:
-            for parked in self._parked.values():
-                gaps += parked.gaps
+        for parked in self._parked.values():
+            gaps += parked.gaps
         return gaps
 

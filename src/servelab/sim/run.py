@@ -25,7 +25,7 @@ from numpy import ndarray  # not np.ndarray in the dataclasses below: mypyc#1000
 
 from servelab.core.request import Request
 from servelab.sim.decode_pool import RequestRecords
-from servelab.sim.engine import BatchObserver, BatchRecord, Engine
+from servelab.sim.engine import BatchObserver, BatchRecord, Engine, LoadBoard
 from servelab.sim.loop import Loop, Source
 from servelab.workload.chunks import CHUNK
 
@@ -139,15 +139,16 @@ class Arrivals(Source):
 
 
 class RoutedArrivals(Arrivals):
-    """Each request is an event at its arrival time, handed to ``target`` (a router)."""
+    """Each request is an event at its arrival time, handed to a ``Dispatch`` (a router in
+    front of several engines)."""
 
     def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                 target: Callable[[Request], None]) -> None:
+                 dispatch: Dispatch) -> None:
         super().__init__(arrival, prompt, output)
-        self._target = target
+        self._dispatch = dispatch
 
     def fire(self) -> None:
-        self._target(self._take())
+        self._dispatch.route(self._take())
 
 
 class Feed(Arrivals):
@@ -175,15 +176,17 @@ class Feed(Arrivals):
 class Dispatch:
     """Hands each arrival to the engine a router chooses, and remembers which."""
 
-    def __init__(self, choose: Callable[[Request, list[Engine]], int],
+    def __init__(self, choose: Callable[[Request, LoadBoard], int],
                  processes: list[EngineProcess], count: int) -> None:
         self._choose = choose
         self._processes = processes
-        self._engines = [p.engine for p in processes]
-        self.assigned = array("h", [-1]) * count  # engine index by request id
+        self._board = LoadBoard([p.engine for p in processes])
+        # Engine index by request id: a list of small ints (shared objects, 8 bytes a slot)
+        # takes an assignment faster than a typed array.
+        self.assigned: list[int] = [-1] * count
 
-    def __call__(self, req: Request) -> None:
-        i = self._choose(req, self._engines)
+    def route(self, req: Request) -> None:
+        i = self._choose(req, self._board)
         self.assigned[req.id] = i
         self._processes[i].admit(req)
 
@@ -278,7 +281,7 @@ def run_engine(engine: Engine, arrival: np.ndarray, prompt: np.ndarray, output: 
 
 def run_engines(
     engines: list[Engine],
-    choose: Callable[[Request, list[Engine]], int] | None,
+    choose: Callable[[Request, LoadBoard], int] | None,
     arrival: np.ndarray,
     prompt: np.ndarray,
     output: np.ndarray,
@@ -287,8 +290,9 @@ def run_engines(
 ) -> RunRecords:
     """Simulate ``engines`` (fresh ones; they share one ``RequestRecords``) on the requests
     given, sorted by arrival, until ``horizon`` (the run stops at the first batch end at or
-    after it), or with ``drain`` until every request finishes. ``choose(req, engines)`` is the
-    router's decision at each arrival; None feeds a single engine directly."""
+    after it), or with ``drain`` until every request finishes. ``choose(req, board)`` is the
+    router's decision at each arrival, from the engines' loads; None feeds a single engine
+    directly."""
     if len(arrival) and (int(np.min(prompt)) < 1 or int(np.min(output)) < 1):
         raise ValueError("every request needs at least 1 prompt and 1 output token")
     loop = Loop()
@@ -354,5 +358,5 @@ def run_engines(
         admitted=admitted,
         completed=records.completed,
         assigned=(None if dispatch is None
-                  else np.frombuffer(dispatch.assigned, dtype=np.int16)[:admitted]),
+                  else np.array(dispatch.assigned[:admitted], dtype=np.int16)),
     )

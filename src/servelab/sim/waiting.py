@@ -5,9 +5,9 @@ front. Removal is lazy: its status already says it no longer waits, so it is ski
 stands and dropped when it reaches the front, or when the dead outnumber the live and the queue
 is rebuilt. Either way a removal costs O(1) amortised, never a scan of the queue.
 
-A request whose prefill has begun is also listed in ``started`` (begin order), and the ones
-that have not begun can be read shortest prompt first (``shortest_first``), from an index of
-per-length queues that is built the first time a scheduler asks, so FCFS policies never pay
+A request whose prefill has begun is also listed in ``started`` (begin order); those, then the
+ones that have not begun, shortest prompt first, are what ``shortest_first`` reads, from an index
+of per-length queues that is built the first time a scheduler asks, so FCFS policies never pay
 for it.
 """
 
@@ -125,21 +125,27 @@ class WaitingQueue:
                 self._dead = 0
 
     def shortest_first(self) -> Iterator[Request]:
-        """Requests whose prefill has not begun, shortest prompt first, then oldest first."""
+        """Begun prefills first (in the order they began), then the requests whose prefill
+        has not begun, shortest prompt first, then oldest first."""
+        yield from self.started
         if self._by_length is None:
             self._by_length = {}
             for req in self._queue:
                 self._index(req)
         by_length = self._by_length
-        for length in list(self._lengths):
-            same = by_length[length]
-            while same and not _not_begun(same[0]):
-                same.popleft()
-            if not same:
-                del by_length[length]
-                self._lengths.remove(length)
-                continue
-            for req in same:
+        lengths = self._lengths
+        # Buckets empty out at the short end, where a scan starts; drop them there only, so a
+        # scan never copies or reshuffles the list of lengths.
+        while lengths:
+            first = by_length[lengths[0]]
+            while first and not _not_begun(first[0]):
+                first.popleft()
+            if first:
+                break
+            del by_length[lengths[0]]
+            del lengths[0]
+        for length in lengths:
+            for req in by_length[length]:
                 if _not_begun(req):
                     yield req
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from operator import index
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from servelab.core.batch import Batch
 from servelab.core.convention import Convention
 from servelab.core.request import (
@@ -73,8 +75,10 @@ class LoadBoard:
             engine._publish()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BatchObserver:
-    """Told about every batch an engine finishes (backlog samplers, later per-class records)."""
+    """Told about every batch an engine finishes (backlog samplers, later per-class records);
+    plain Python may define one."""
 
     def batch_done(self, engine: Engine, now: float) -> None:
         raise NotImplementedError

@@ -19,12 +19,17 @@ from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 URGENT: Final = 0
 NORMAL: Final = 1
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Source:
-    """Events known in advance, in time order: the loop asks for the next time and fires it."""
+    """Events known in advance, in time order: the loop asks for the next time and fires it.
+
+    Plain Python may define one (a workflow's follow-up calls, say)."""
 
     def next_time(self) -> float:
         """When the next event happens; ``math.inf`` once there are no more."""
@@ -87,6 +92,7 @@ class Loop:
                 heappop(heap)[3]()
             else:
                 break
+        self._until = math.inf  # no bound between runs
         return self.now
 
     def _first_source(self) -> tuple[Source | None, float]:

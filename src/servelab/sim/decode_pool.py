@@ -91,6 +91,13 @@ class DecodeEntry:
         self.gaps: list[int] | None = None
         self.claimed = 0  # the last batch that named it (``ExplicitDecoders.claim``)
 
+    def close_run(self, last_round: int) -> None:
+        """Its run of consecutive served rounds ended at ``last_round``."""
+        if self.segments is None:
+            self.segments = [self.segment_start, last_round]
+        else:
+            self.segments += (self.segment_start, last_round)
+
     def note_gap(self, ticks: int) -> None:
         if self.gaps is None:
             self.gaps = [ticks]
@@ -332,11 +339,7 @@ class DecodePool(Decoders):
                 entry.last_token = last_round
                 entry.remaining = key - rounds
                 entry.key = UNSERVED
-                segments = entry.segments
-                if segments is None:
-                    entry.segments = [entry.segment_start, rounds]
-                else:
-                    segments += (entry.segment_start, rounds)
+                entry.close_run(rounds)
             in_sync = k
         else:
             in_sync = k
@@ -489,11 +492,7 @@ class ExplicitDecoders(Decoders):
                 in_sync += 1
             else:
                 if served:  # a run of consecutive rounds ended at round ``served``
-                    segments = entry.segments
-                    if segments is None:
-                        entry.segments = [entry.segment_start, served]
-                    else:
-                        segments += (entry.segment_start, served)
+                    entry.close_run(served)
                 entry.segment_start = this_round
                 last = entry.last_token
                 if last == NO_TOKEN:

@@ -95,3 +95,19 @@ def test_bad_fleets_are_refused(config: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         servelab.simulate({"load": 0.5, "requests": 1000, **config})
     assert info.value.field == field
+
+
+def test_the_load_board_tracks_the_least_loaded_engine() -> None:
+    """Against a scan, after every one of many random updates (rises, falls, ties)."""
+    from servelab.schedulers import make_scheduler
+    from servelab.sim.engine import Engine, LoadBoard
+    from servelab.timing.models import Constant
+
+    rng = np.random.default_rng(7)
+    board = LoadBoard([Engine(make_scheduler("sarathi"), Constant(1.0), 8) for _ in range(5)])
+    for _ in range(2000):
+        slot = int(rng.integers(5))
+        board.publish(slot, int(rng.integers(0, 6)), int(rng.integers(0, 3)))
+        for loads, least in ((board.unprocessed, board.least_unprocessed()),
+                             (board.outstanding, board.least_outstanding())):
+            assert least == loads.index(min(loads))

@@ -47,7 +47,3 @@ class Router(ABC):
     def choose(self, req: Request, board: LoadBoard) -> int:
         """The index of the engine that takes ``req``."""
 
-
-def least_loaded(loads: list[int]) -> int:
-    """The index of the smallest load (the first of equals)."""
-    return loads.index(min(loads))

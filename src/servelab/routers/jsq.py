@@ -18,5 +18,4 @@ class JoinShortestQueue(Router):
     name: ClassVar[str] = "jsq"
 
     def choose(self, req: Request, board: LoadBoard) -> int:
-        loads = board.unprocessed  # least_loaded, inlined: this runs at every arrival
-        return loads.index(min(loads))
+        return board.least_unprocessed()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from servelab.core.request import Request
-from servelab.routers.base import Router, least_loaded
+from servelab.routers.base import Router
 from servelab.sim.engine import LoadBoard
 
 
@@ -14,4 +14,4 @@ class LeastOutstanding(Router):
     name: ClassVar[str] = "lor"
 
     def choose(self, req: Request, board: LoadBoard) -> int:
-        return least_loaded(board.outstanding)
+        return board.least_outstanding()

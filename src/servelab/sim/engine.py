@@ -62,17 +62,54 @@ class LoadBoard:
     """What a router reads of a fleet, kept current by the engines themselves: for each, the
     token slots admitted and not yet processed, and the requests admitted and not finished.
 
-    Plain lists, so a router finds the least loaded engine with one ``min`` over them instead
-    of reading every engine's attributes at every arrival.
+    It also keeps which engine has the least of each (the first of equals), updated as the
+    engines publish, so join-the-shortest-queue costs a router one call, not a scan per
+    arrival. A load that falls can only make its engine the least; one that rises only
+    matters if it was, and then the next question rescans.
     """
 
     def __init__(self, engines: list[Engine]) -> None:
         self.unprocessed = [0] * len(engines)
         self.outstanding = [0] * len(engines)
+        self._least = [0, 0]  # per list: the least's index, or -1 to rescan
         for slot, engine in enumerate(engines):
             engine._board = self
             engine._slot = slot
             engine._publish()
+
+    def publish(self, slot: int, unprocessed: int, outstanding: int) -> None:
+        self._set(0, self.unprocessed, slot, unprocessed)
+        self._set(1, self.outstanding, slot, outstanding)
+
+    def _set(self, which: int, loads: list[int], slot: int, value: int) -> None:
+        old = loads[slot]
+        loads[slot] = value
+        least = self._least[which]
+        if least < 0:
+            return
+        if value < old:
+            if value < loads[least] or (value == loads[least] and slot < least):
+                self._least[which] = slot
+        elif value > old and slot == least:
+            self._least[which] = -1
+
+    def _argmin(self, which: int, loads: list[int]) -> int:
+        least = self._least[which]
+        if least < 0:
+            least = 0
+            for i in range(1, len(loads)):
+                if loads[i] < loads[least]:
+                    least = i
+            self._least[which] = least
+        return least
+
+    def least_unprocessed(self) -> int:
+        """The engine with the fewest unprocessed tokens (the first of equals)."""
+        return self._argmin(0, self.unprocessed)
+
+    def least_outstanding(self) -> int:
+        """The engine with the fewest outstanding requests (the first of equals)."""
+        return self._argmin(1, self.outstanding)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -201,8 +238,7 @@ class Engine:
     def _publish(self) -> None:
         board = self._board
         if board is not None:
-            board.unprocessed[self._slot] = self.unprocessed_tokens
-            board.outstanding[self._slot] = self.outstanding
+            board.publish(self._slot, self.unprocessed_tokens, self.outstanding)
 
     def use_records(self, records: RequestRecords) -> None:
         """Write per-request times into ``records`` (indexed by request id; a run's engines

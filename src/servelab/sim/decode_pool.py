@@ -70,6 +70,17 @@ class RequestRecords:
         self.tbt: defaultdict[int, int] = defaultdict(int)
         self.completed = 0
 
+    def take_back(self, gaps: list[int]) -> None:
+        """Remove ``gaps`` (ticks) from the TBT histogram: those of a request that will not
+        complete, since latency statistics cover completed requests only."""
+        tbt = self.tbt
+        for ticks in gaps:
+            left = tbt[ticks] - 1
+            if left:
+                tbt[ticks] = left
+            else:
+                del tbt[ticks]
+
 
 class DecodeEntry:
     """One decoding request's progress, as its engine keeps it."""
@@ -141,7 +152,9 @@ class Decoders:
             self._gap_tail.clear()
         return self._gap_log
 
-    def _served_last_round(self, entry: DecodeEntry) -> bool:
+    def _open_run_end(self, entry: DecodeEntry) -> int:
+        """The last round of ``entry``'s current run of served rounds, one not yet closed by
+        ``close_run``; 0 when it has none."""
         raise NotImplementedError
 
     def _gaps_of(self, entry: DecodeEntry) -> list[int]:
@@ -154,8 +167,9 @@ class Decoders:
         if segments is not None:
             for j in range(0, len(segments), 2):
                 gaps.extend(round_gaps[segments[j]:segments[j + 1]])
-        if self._served_last_round(entry):  # its current run is still open
-            gaps.extend(round_gaps[entry.segment_start:self._rounds])
+        end = self._open_run_end(entry)
+        if end:
+            gaps.extend(round_gaps[entry.segment_start:end])
         return gaps
 
     def inflight_gaps(self) -> list[int]:
@@ -390,8 +404,9 @@ class DecodePool(Decoders):
         self._maybe_compact()
         return remaining, last_token, gaps
 
-    def _served_last_round(self, entry: DecodeEntry) -> bool:
-        return entry.key >= 0  # in the served prefix
+    def _open_run_end(self, entry: DecodeEntry) -> int:
+        # In the served prefix, its run goes on to this round; one that drops out closes it.
+        return self._rounds if entry.key >= 0 else 0
 
     def _maybe_compact(self) -> None:
         # Compacting costs O(list); either trigger has paid for it: more dead entries than
@@ -444,11 +459,18 @@ class ExplicitDecoders(Decoders):
         self._handed_entries = entries
         return self._handed
 
+    def forget_handed(self) -> None:
+        """A new batch is being formed: a list handed out for an earlier one may name
+        requests evicted since, so it no longer takes the fast path in ``claim``."""
+        self._handed = []
+
     def find(self, req: Request) -> DecodeEntry | None:
         return self.entries.get(req.id)
 
-    def _served_last_round(self, entry: DecodeEntry) -> bool:
-        return entry.key == self._rounds and entry.key > 0
+    def _open_run_end(self, entry: DecodeEntry) -> int:
+        # A run is closed when the entry is served again after a break, so the last one is
+        # open until then, even if the entry was skipped since: it ended at ``key``.
+        return entry.key
 
     def progress(self, req: Request) -> tuple[int, float]:
         entry = self.entries[req.id]
@@ -461,8 +483,10 @@ class ExplicitDecoders(Decoders):
         batch = self._batches
         handed = self._handed
         self._handed = []
-        if reqs is handed and all(e.req is r for e, r in zip(self._handed_entries, reqs,
-                                                             strict=True)):
+        # The list handed out this batch, named back unchanged (a scheduler may have edited
+        # it in place, so its contents are compared, by identity).
+        if reqs is handed and len(reqs) == len(self._handed_entries) and all(
+                e.req is r for e, r in zip(self._handed_entries, reqs, strict=True)):
             self._claimed = self._handed_entries  # distinct, and decoding: we listed them
             return None
         entries = self.entries

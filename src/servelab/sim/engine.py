@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import index
-from typing import Any
+from typing import Any, SupportsIndex
 
 from mypy_extensions import mypyc_attr
 
@@ -137,8 +137,8 @@ class Engine:
         self,
         scheduler: Scheduler,
         timing: TimingModel,
-        budget: int,
-        max_seqs: int | None = None,
+        budget: SupportsIndex,
+        max_seqs: SupportsIndex | None = None,
         convention: Convention | str = "paper",
         record_batches: bool = False,
     ) -> None:
@@ -146,6 +146,9 @@ class Engine:
             convention = Convention.named(convention)
         self.scheduler = scheduler
         self.timing = timing
+        # Plain ints from here on, whatever integer type a caller (numpy, say) passed.
+        budget = index(budget)
+        max_seqs = None if max_seqs is None else index(max_seqs)
         self.budget = budget
         self.max_seqs = max_seqs
         self.convention = convention
@@ -159,8 +162,11 @@ class Engine:
         self._explicit = scheduler.decode_order == "explicit"
         self._decoders: Decoders = (ExplicitDecoders(self.records) if self._explicit
                                     else DecodePool(self.records))
+        # The same object, typed by its form (one of them None).
         self._pool: DecodePool | None = (None if self._explicit
                                          else self._decoders)  # type: ignore[assignment]
+        self._named: ExplicitDecoders | None = (self._decoders if self._explicit  # type: ignore[assignment]
+                                                else None)
         self._table = timing.token_table(budget) if timing.token_only else None
         self.observers: list[BatchObserver] = []
         self.batches: list[BatchRecord] | None = [] if record_batches else None
@@ -213,14 +219,14 @@ class Engine:
         """Waiting requests, begun prefills first, then the rest shortest prompt first."""
         return self.waiting.shortest_first()
 
-    def first_decoders(self, k: int) -> list[Request]:
+    def first_decoders(self, k: SupportsIndex) -> list[Request]:
         """The ``k`` decoders that entered decode earliest: the ones ``decode_first=k``
         serves."""
-        return self._decoders.first(k)
+        return self._decoders.first(index(k))
 
-    def last_decoders(self, k: int) -> list[Request]:
+    def last_decoders(self, k: SupportsIndex) -> list[Request]:
         """The ``k`` decoders that entered decode latest, newest first."""
-        return self._decoders.last(k)
+        return self._decoders.last(index(k))
 
     def progress(self, req: Request) -> tuple[int, float]:
         """(output tokens emitted, the last one's time, -1.0 before the first), in O(1)."""
@@ -268,14 +274,25 @@ class Engine:
             self._publish()
 
     def cancel(self, req: Request) -> None:
-        """Withdraw a request that has not started decoding (a real client went away)."""
+        """Withdraw a request that waits to prefill (a real client went away): one that has
+        not started decoding, or was preempted; not one in the batch now running."""
         if req not in self.waiting:
             raise ValueError(f"request {req.id} is {req.status_name} here: only a request "
                              "waiting on this engine can be cancelled")
+        if self._in_flight and any(r is req for r, _ in self._chunks):
+            raise ValueError(f"request {req.id} has a chunk in the batch now running: cancel "
+                             "it after the batch ends")
+        parked = self._parked.pop(req.id, None)
+        # Its unprocessed slots: the prefill left and every decode token still to come.
+        if parked is None:
+            to_decode = req.output_tokens - self._engine_convention
+        else:  # preempted: its gaps so far will not belong to a completed request
+            to_decode = parked.remaining
+            self.records.take_back(parked.gaps)
         req.status = CANCELLED
         self.waiting.leave(req)
         self.outstanding -= 1
-        self.unprocessed_tokens -= req.prefill_left + req.output_tokens - self._engine_convention
+        self.unprocessed_tokens -= req.prefill_left + to_decode
         self._publish()
 
     def start_batch(self, now: float) -> float | None:
@@ -287,6 +304,9 @@ class Engine:
         if now > self.last_batch_end:
             self.idle_s += now - self.last_batch_end
         self.now = now
+        named = self._named
+        if named is not None:
+            named.forget_handed()
         self.num_decoding = self._decoders.size
         # ``object``: a policy returning something else gets a SchedulerError, not the
         # compiled engine's own TypeError.
@@ -339,8 +359,12 @@ class Engine:
                       len({id(r) for r, _ in kept}) < n):
             raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: a request in two "
                                  "chunks")
+        if k and self._explicit:
+            raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: its "
+                                 "decode_order is 'explicit', so it names its decoders "
+                                 "(Batch(decode=[...])) instead of a decode_first count")
         if decode is not None or preempt is not None:
-            listed, evict = self._check_named(batch, k, decode, preempt)
+            listed, evict = self._check_named(batch, decode, preempt)
             tokens += len(listed)
             seqs = n + len(listed)
         else:
@@ -359,7 +383,7 @@ class Engine:
                               "Batch holds a list of (waiting request, int) chunks and an int "
                               "decode_first or a list of decoding requests")
 
-    def _check_named(self, batch: Batch, k: int, decode: Any,
+    def _check_named(self, batch: Batch, decode: Any,
                      preempt: Any) -> tuple[list[Request], list[Request]]:
         """The explicit form: decoders and preemptions named one by one."""
         name = self.scheduler.name
@@ -368,8 +392,6 @@ class Engine:
         listed: list[Request] = ([] if decode is None
                                  else decode if type(decode) is list else list(decode))
         evict: list[Request] = [] if preempt is None else list(preempt)
-        if k and listed:
-            raise SchedulerError(f"{name} returned {batch!r}: decode_first and a decode list")
         if evict:
             decoders = self._decoders
             if len({r.id for r in evict}) < len(evict) or any(
@@ -377,8 +399,8 @@ class Engine:
                 raise SchedulerError(f"{name} put a request twice in its preempt list, or one "
                                      "that is not decoding on this engine")
         if listed:
-            explicit = self._decoders
-            assert isinstance(explicit, ExplicitDecoders)
+            explicit = self._named
+            assert explicit is not None
             wrong = explicit.claim(listed)
             if wrong is not None:
                 raise SchedulerError(f"{name} put request {wrong.id} in its decode list twice, "
@@ -426,9 +448,9 @@ class Engine:
             assert pool is not None
             done = pool.serve(self._k, now, events)
         elif self._listed:
-            decoders = self._decoders
-            assert isinstance(decoders, ExplicitDecoders)
-            done = decoders.serve_claimed(now, events)
+            named = self._named
+            assert named is not None
+            done = named.serve_claimed(now, events)
         if prefilled is not None:
             done += self._enter_decode(prefilled, now, events)
         self.outstanding -= done

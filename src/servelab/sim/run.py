@@ -80,15 +80,25 @@ class EngineProcess:
                 loop.at(end, self._finish_action)
                 return
             loop.now = now = end
-            self._done(engine.finish_batch())
+            if self._done(engine.finish_batch()):
+                return
 
     def _finish(self) -> None:
-        self._done(self.engine.finish_batch())
-        self._start()
+        if not self._done(self.engine.finish_batch()):
+            self._start()
 
-    def _done(self, events: list[Request]) -> None:
-        if self.on_events is not None and events:
-            self.on_events(events)
+    def _done(self, events: list[Request]) -> bool:
+        """Tell ``on_events``; if that scheduled something for now (a workflow's next call,
+        say), the next batch waits for it, as a loop event of its own: returns True then."""
+        if self.on_events is None or not events:
+            return False
+        self.on_events(events)
+        loop = self.loop
+        if loop.free_until(loop.now):
+            return False
+        self._start_pending = True
+        loop.at(loop.now, self._start)
+        return True
 
 
 class Arrivals(Source):
@@ -326,14 +336,8 @@ def run_engines(
         if collecting:
             gc.enable()
     # Latency statistics cover completed requests: take back the gaps of those in flight.
-    tbt = records.tbt
     for engine in engines:
-        for ticks in engine.inflight_gaps():
-            left = tbt[ticks] - 1
-            if left:
-                tbt[ticks] = left
-            else:
-                del tbt[ticks]
+        records.take_back(engine.inflight_gaps())
     per_engine = [
         EngineRecords(
             iterations=e.iterations,
@@ -351,7 +355,7 @@ def run_engines(
     return RunRecords(
         first_token=np.frombuffer(records.first_token, dtype=np.float64)[:admitted],
         finish=np.frombuffer(records.finish, dtype=np.float64)[:admitted],
-        tbt_hist=dict(tbt),
+        tbt_hist=dict(records.tbt),
         backlog=total,
         engines=per_engine,
         end_time=end,

@@ -89,13 +89,26 @@ class WaitingQueue:
             self._index(req)
 
     def appendleft(self, req: Request) -> None:
-        """A preempted request: first in line again."""
-        self._queue.appendleft(req)
+        """A preempted request: first in line again.
+
+        If it left out of order earlier, its stale copy is still in the queue, and in the
+        shortest-first index, and its new status would bring that copy back to life: the copy
+        goes first, and the index is rebuilt when next read. A preemption may cost O(queue)
+        so that every other removal costs O(1)."""
+        queue = self._queue
+        if self._dead:
+            for i, stale in enumerate(queue):
+                if stale is req:
+                    del queue[i]
+                    self._dead -= 1
+                    break
+        if self._by_length is not None:
+            self._by_length = None
+            self._lengths = []
+        queue.appendleft(req)
         if self._members is not None:
             self._members.add(req.id)
         self._live += 1
-        if self._by_length is not None:
-            self._index(req)
 
     def begin(self, req: Request) -> None:
         """``req``'s prefill has begun (its status says PREFILLING now)."""

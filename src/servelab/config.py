@@ -222,6 +222,10 @@ class SimConfig:
         if self.router is not None and self.replicas == 1:
             raise ConfigError("router", "a router needs engines to choose between; give "
                                         "--replicas K with K > 1")
+        if self.record_batches and self.replicas > 1:
+            raise ConfigError("record_batches", "lists one engine's batches; with --replicas, "
+                                                "read each engine's from the library's "
+                                                "run_engines records")
         if self.seed < 0:
             raise ConfigError("seed", "must be >= 0")
         if self.schedulers is not None:

@@ -574,3 +574,24 @@ def test_documented_experiment_files_exist() -> None:
     named = {name for doc in (ROOT / "README.md", ROOT / "docs" / "cli.md")
              for name in re.findall(r"servelab run (\S+\.yaml)", doc.read_text())}
     assert named and all((ROOT / name).is_file() for name in named), named
+
+
+def test_simulate_replicas_behind_a_router() -> None:
+    s = ok_json("simulate", "--replicas", "3", "--router", "power_of_d:2", *SMALL)
+    assert (s["replicas"], s["router"]) == (3, "power_of_d:2")
+    assert [e["engine"] for e in s["engines"]] == [0, 1, 2]
+    assert sum(e["arrived"] for e in s["engines"]) == s["arrived"] == 300
+    assert s["capacity"]["max_rate"] == pytest.approx(3 * 512 / 0.15316 / 241)
+    text = run("simulate", "--replicas", "3", *SMALL).stdout
+    assert "3 replicas behind jsq" in text and re.search(r"^engines +0: ", text, re.MULTILINE)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--replicas", "2", "--router", "fastest"], "error: router: unknown router 'fastest'"),
+    (["--router", "jsq"], "error: router: a router needs engines to choose between"),
+    (["--replicas", "0"], "error: replicas: must be >= 1"),
+])
+def test_simulate_refuses_a_bad_fleet(args: list[str], message: str) -> None:
+    proc = run("simulate", *args, *SMALL)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1

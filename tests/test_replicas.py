@@ -90,6 +90,7 @@ def test_fleet_theory_and_the_api() -> None:
     ({"replicas": 2, "router": "power_of_d:0"}, "router"),
     ({"replicas": 2, "router": "power_of_d:3"}, "router"),
     ({"replicas": 2, "router": "jsq:2"}, "router"),
+    ({"replicas": 2, "record_batches": True}, "record_batches"),
 ])
 def test_bad_fleets_are_refused(config: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -111,3 +112,31 @@ def test_the_load_board_tracks_the_least_loaded_engine() -> None:
         for loads, least in ((board.unprocessed, board.least_unprocessed()),
                              (board.outstanding, board.least_outstanding())):
             assert least == loads.index(min(loads))
+
+
+def test_the_router_docs_architecture_shows_runs_as_printed() -> None:
+    """The example router of docs/architecture.md, behind four engines: every arrival placed,
+    and spread (two choices by requests keeps every engine in use)."""
+    from pathlib import Path
+
+    from servelab.routers.base import Router
+    from servelab.schedulers import make_scheduler
+    from servelab.sim.engine import Engine
+    from servelab.sim.run import run_engines
+    from servelab.timing.models import Constant
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    block = text.split("## Writing a router")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict[str, object] = {}
+    exec(block, namespace)
+    example = namespace["TwoChoicesByRequests"]
+    assert isinstance(example, type) and issubclass(example, Router)
+    router = example(np.random.default_rng(1))
+    engines = [Engine(make_scheduler("sarathi"), Constant(0.01), 64) for _ in range(4)]
+    n = 2000
+    arrival = np.sort(np.random.default_rng(2).uniform(0, 50, n))
+    rec = run_engines(engines, router.choose, arrival, np.full(n, 20), np.full(n, 10), 50.0,
+                      drain=True)
+    assert rec.completed == n and rec.assigned is not None
+    counts = np.bincount(rec.assigned, minlength=4)
+    assert counts.sum() == n and counts.min() > n / 8

@@ -17,9 +17,11 @@ from pathlib import Path
 #: and sweep/ stay interpreted (docs/performance.md).
 COMPILED_MODULES = [
     "src/servelab/core/batch.py",
+    "src/servelab/core/kv.py",
     "src/servelab/core/request.py",
     "src/servelab/schedulers/base.py",
     "src/servelab/schedulers/kfcfs.py",
+    "src/servelab/schedulers/memory.py",
     "src/servelab/sim/decode_pool.py",
     "src/servelab/sim/engine.py",
     "src/servelab/sim/loop.py",

@@ -60,7 +60,10 @@ class RefResult:
 
 
 class ReferenceEngine:
-    """Drained runs only: every request is simulated to its last token."""
+    """Drained runs only: every request is simulated to its last token. Unlimited memory
+    (the engine's KV bookkeeping is checked in test_memory.py against its own two paths)."""
+
+    kv = None
 
     def __init__(
         self,

@@ -25,7 +25,9 @@ DECODING: Final = 2  # prompt done, generating
 PREEMPTED: Final = 3  # evicted while decoding; to prefill its prompt and output so far again
 FINISHED: Final = 4
 CANCELLED: Final = 5
-STATUS_NAMES = ("waiting", "prefilling", "decoding", "preempted", "finished", "cancelled")
+SWAPPED: Final = 6  # preempted with its KV copied to host memory; decodes on when back
+STATUS_NAMES = ("waiting", "prefilling", "decoding", "preempted", "finished", "cancelled",
+                "swapped")
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -38,7 +40,7 @@ class Request:
     """
 
     def __init__(self, id: SupportsIndex, arrival: float, prompt_tokens: SupportsIndex,
-                 output_tokens: SupportsIndex) -> None:
+                 output_tokens: SupportsIndex, slo_class: SupportsIndex = 0) -> None:
         # ``type(x) is int`` first: the simulator makes millions of requests from plain ints.
         self.id: int = id if type(id) is int else index(id)
         self.arrival = float(arrival)
@@ -50,6 +52,8 @@ class Request:
         #: output emitted so far.
         self.prefill_left = self.prompt_tokens
         self.status = WAITING
+        #: Index of its SLO class in the run's class table (0 when the run has none).
+        self.slo_class: int = slo_class if type(slo_class) is int else index(slo_class)
 
     @property
     def prefill_computed(self) -> int:
@@ -62,7 +66,7 @@ class Request:
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = (self.id, self.arrival, self.prompt_tokens, self.output_tokens,
-                 self.prefill_left, self.status)
+                 self.prefill_left, self.status, self.slo_class)
         return _restore, (type(self), state), getattr(self, "__dict__", None)
 
     def __repr__(self) -> str:
@@ -74,9 +78,9 @@ class Request:
 
 def _restore(cls: type[Request], state: tuple[Any, ...]) -> Request:
     """Unpickle: rebuild through ``__init__``, then restore the fields it resets."""
-    id, arrival, prompt, output, prefill_left, status = state
+    id, arrival, prompt, output, prefill_left, status, slo_class = state
     req = cls.__new__(cls)
-    Request.__init__(req, id, arrival, prompt, output)
+    Request.__init__(req, id, arrival, prompt, output, slo_class)
     req.prefill_left = prefill_left
     req.status = status
     return req

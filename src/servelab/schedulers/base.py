@@ -14,7 +14,9 @@ from typing import ClassVar, Protocol, TypeVar
 from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
+from servelab.core.kv import KVCache
 from servelab.core.request import Request
+from servelab.schedulers.memory import MemoryRoom
 
 
 class Queue(Protocol):
@@ -65,6 +67,17 @@ class EngineView(Protocol):
         """The ``k`` decoders that entered decode latest, newest first (preemption victims)."""
     def progress(self, req: Request) -> tuple[int, float]:
         """(output tokens emitted, the last one's time or -1.0), in O(1) for any request."""
+    # KV memory: ``kv`` is None when memory is unlimited (and the calls below give 0).
+    @property
+    def kv(self) -> KVCache | None: ...
+    def blocks_to_admit(self, req: Request) -> int:
+        """New blocks a first chunk of ``req`` takes (0 once its prefill has begun)."""
+    def decode_blocks(self, k: int) -> int:
+        """New blocks the next round takes if it serves the first ``k`` decoders."""
+    def needs_block(self, req: Request) -> bool:
+        """Whether decoding ``req`` next takes a new block."""
+    def blocks_held(self, req: Request) -> int:
+        """Blocks ``req`` holds: what preempting it frees."""
 
 
 class _Prefilling(Protocol):
@@ -98,19 +111,27 @@ class Scheduler(ABC):
         """The knobs this instance was built with, for result files."""
         return {}
 
+    def kv_reserve_tokens(self) -> int:
+        """KV slots a request's blocks are allocated for when its prefill begins, at least:
+        0 allocates its prefill and grows a block at a time; a policy that reserves a
+        maximum sequence length at admission (FasterTransformer, Orca) returns it."""
+        return 0
+
     @abstractmethod
     def schedule(self, view: EngineView) -> Batch:
         """Return the next batch; an empty batch is only allowed when there is no work."""
 
 
 def fill_chunks(
-    waiting: Iterable[R], tokens: int, seqs: int, max_requests: int | None = None
+    waiting: Iterable[R], tokens: int, seqs: int, max_requests: int | None = None,
+    memory: MemoryRoom | None = None,
 ) -> tuple[list[tuple[R, int]], int]:
     """Oldest first, give each waiting request as much of its remaining prefill as fits.
 
     Finishing the oldest prompt before starting the next touches as few requests as possible
-    (Sarathi-Serve's rule). ``max_requests`` is the K_p window of K-FCFS. Returns the chunks
-    and the tokens they use.
+    (Sarathi-Serve's rule). ``max_requests`` is the K_p window of K-FCFS; ``memory``, when the
+    engine has a KV cache, admits new prompts while their blocks fit (``schedulers.memory``).
+    Returns the chunks and the tokens they use.
     """
     chunks: list[tuple[R, int]] = []
     if tokens <= 0 or seqs <= 0:
@@ -118,6 +139,9 @@ def fill_chunks(
     limit = seqs if max_requests is None or max_requests > seqs else max_requests
     room = tokens
     for req in waiting:  # not islice: building one per batch costs more than the count
+        if memory is not None and ((memory.skip and req in memory.skip)
+                                   or not memory.admits(req)):
+            continue  # begun prefills behind it still get chunks
         left = req.prefill_left
         if left >= room:
             chunks.append((req, room))
@@ -130,18 +154,22 @@ def fill_chunks(
 
 
 def fill_whole(
-    waiting: Iterable[R], tokens: int, seqs: int
+    waiting: Iterable[R], tokens: int, seqs: int, memory: MemoryRoom | None = None
 ) -> tuple[list[tuple[R, int]], int]:
     """Oldest first, add whole prompts while they fit; stop at the first that does not.
 
     Stopping (rather than skipping to a smaller prompt) is the head-of-line blocking of
-    FasterTransformer and vanilla vLLM in the paper's stylisation.
+    FasterTransformer and vanilla vLLM in the paper's stylisation. ``memory`` as for
+    ``fill_chunks``.
     """
     chunks: list[tuple[R, int]] = []
     used = 0
     for req in waiting:
         n = req.prefill_left
         if used + n > tokens or len(chunks) == seqs:
+            break
+        if memory is not None and ((memory.skip and req in memory.skip)
+                                   or not memory.admits(req)):
             break
         chunks.append((req, n))
         used += n

@@ -20,6 +20,7 @@ from servelab.core.batch import Batch
 from servelab.core.request import Request
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 from servelab.schedulers.kfcfs_options import KFCFSOptions
+from servelab.schedulers.memory import MemoryRoom, fit_decoders
 from servelab.schedulers.options import SchedulerOptions
 
 
@@ -59,6 +60,8 @@ class KFCFS(Scheduler):
             d = self._decode_window
         waiting: Iterable[Request] = (view.shortest_waiting() if self.shortest_first
                                       else view.waiting)
+        if view.kv is not None:
+            return self._schedule_in_memory(view, waiting, d)
         if self._decode_priority:
             if d > budget:
                 d = budget
@@ -67,3 +70,20 @@ class KFCFS(Scheduler):
             return Batch(fill_chunks(waiting, budget - d, seqs - d, self.k_prefill)[0], d)
         chunks, used = fill_chunks(waiting, budget, seqs, self.k_prefill)
         return Batch(chunks, min(d, budget - used, seqs - len(chunks)))
+
+    def _schedule_in_memory(self, view: EngineView, waiting: Iterable[Request],
+                            d: int) -> Batch:
+        """The same fill within the KV cache: the decoders' new blocks first (preempting if
+        they do not fit), then prompts while theirs do (``schedulers.memory``)."""
+        budget = view.budget
+        seqs = view.seq_limit
+        if self._decode_priority:
+            d = min(d, budget, seqs)
+        d, victims, free = fit_decoders(view, d)
+        room = MemoryRoom(view, free, victims)
+        if self._decode_priority:
+            chunks = fill_chunks(waiting, budget - d, seqs - d, self.k_prefill, room)[0]
+        else:
+            chunks, used = fill_chunks(waiting, budget, seqs, self.k_prefill, room)
+            d = min(d, budget - used, seqs - len(chunks))
+        return Batch(chunks, d, preempt=victims or None)

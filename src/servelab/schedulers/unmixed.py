@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from servelab.core.batch import Batch
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks, fill_whole
+from servelab.schedulers.memory import MemoryRoom, fit_decoders
 from servelab.schedulers.options import SchedulerOptions, knob
 
 
@@ -43,13 +44,22 @@ class Unmixed(Scheduler):
         if self.decode_first and view.num_decoding:
             return self._decode_batch(view)
         if view.waiting:
-            fill = fill_chunks if self.chunked_prefill else fill_whole
-            chunks, _ = fill(view.waiting, view.budget, view.seq_limit)
+            memory = (None if view.kv is None
+                      else MemoryRoom(view, view.kv.free_blocks, []))
+            if self.chunked_prefill:
+                chunks = fill_chunks(view.waiting, view.budget, view.seq_limit, None,
+                                     memory)[0]
+            else:
+                chunks = fill_whole(view.waiting, view.budget, view.seq_limit, memory)[0]
             if chunks:
                 return Batch(chunks, 0)
         return self._decode_batch(view)
 
     @staticmethod
     def _decode_batch(view: EngineView) -> Batch:
-        return Batch([], min(view.num_decoding, view.budget, view.seq_limit))
+        d = min(view.num_decoding, view.budget, view.seq_limit)
+        if view.kv is None:
+            return Batch([], d)
+        d, victims, _ = fit_decoders(view, d)
+        return Batch([], d, preempt=victims or None)
 

@@ -32,7 +32,16 @@ consecutive rounds all see the same gap, so one dict update covers them; only en
 rejoin the served prefix, or get their first decode token, are handled one by one. Latency
 statistics cover completed requests only, so the pool also keeps each round's gap and, on each
 entry, the runs of consecutive rounds it was served in: when a run stops, the gaps of the
-requests still decoding are taken back out (``inflight_gaps``), at a cost of their tokens alone.
+requests still decoding are taken back out (``take_back_inflight``), at a cost of their tokens
+alone. With SLO classes, each class has its own histogram too, and the pool keeps how many of
+the served prefix belong to each class, so the bulk update stays one per class a round.
+
+KV memory (when the engine has a ``KVCache``): each entry knows the slots its blocks hold
+(``capacity``) and the slots in use (``held``), and needs a new block in a round where they are
+equal. An entry in the served prefix gains a slot every round, so from its first such round on
+it needs a block every ``block_size`` rounds: the pool counts the prefix entries by that round
+modulo ``block_size``, and a round's blocks are one count, whatever the number of decoders.
+An entry's capacity is brought up to date only when it leaves the prefix.
 """
 
 from __future__ import annotations
@@ -64,36 +73,51 @@ class RequestRecords:
     request run keeps its records in 160 MB.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, classes: int = 1) -> None:
         self.first_token = array("d", [float("nan")]) * count
         self.finish = array("d", [float("nan")]) * count
         self.tbt: defaultdict[int, int] = defaultdict(int)
+        #: One histogram per SLO class, when the run has more than one.
+        self.tbt_by_class: list[defaultdict[int, int]] | None = (
+            [defaultdict(int) for _ in range(classes)] if classes > 1 else None)
         self.completed = 0
 
-    def take_back(self, gaps: list[int]) -> None:
-        """Remove ``gaps`` (ticks) from the TBT histogram: those of a request that will not
+    def take_back(self, gaps: list[int], slo_class: int = 0) -> None:
+        """Remove ``gaps`` (ticks) from the TBT histograms: those of a request that will not
         complete, since latency statistics cover completed requests only."""
-        tbt = self.tbt
-        for ticks in gaps:
-            left = tbt[ticks] - 1
-            if left:
-                tbt[ticks] = left
-            else:
-                del tbt[ticks]
+        _remove(self.tbt, gaps)
+        if self.tbt_by_class is not None:
+            _remove(self.tbt_by_class[slo_class], gaps)
+
+
+def _remove(hist: defaultdict[int, int], gaps: list[int]) -> None:
+    for ticks in gaps:
+        left = hist[ticks] - 1
+        if left:
+            hist[ticks] = left
+        else:
+            del hist[ticks]
 
 
 class DecodeEntry:
     """One decoding request's progress, as its engine keeps it."""
 
-    __slots__ = ("claimed", "gaps", "key", "last_token", "output", "remaining", "req",
-                 "segment_start", "segments")
+    __slots__ = ("capacity", "claimed", "cross_key", "gaps", "held", "key", "last_token",
+                 "output", "remaining", "req", "segment_start", "segments")
 
-    def __init__(self, req: Request, remaining: int, last_token: float) -> None:
+    def __init__(self, req: Request, remaining: int, last_token: float, held: int = 0,
+                 capacity: int = 0) -> None:
         self.req = req
         self.output = req.output_tokens
         self.remaining = remaining  # output tokens still to come, kept while not booked
         self.last_token = last_token
         self.key = UNSERVED
+        # KV slots in use and slots its blocks hold. In the pool's served prefix both are as
+        # of the round its run began (``segment_start``), and ``cross_key`` is the first
+        # round after that in which it needs a block (UNSERVED: none before it finishes).
+        self.held = held
+        self.capacity = capacity
+        self.cross_key = UNSERVED
         # The gap record, kept so the gaps of a request still in flight when a run stops can
         # be taken back out of the histogram: the round its current run of consecutive served
         # rounds began, the (first, last) rounds of earlier runs, and gaps recorded one by one.
@@ -116,6 +140,20 @@ class DecodeEntry:
             self.gaps.append(ticks)
 
 
+class Parked:
+    """A request's decode progress while it is out of decode after a preemption: what
+    ``evict`` returns and ``resume`` takes back."""
+
+    def __init__(self, remaining: int, last_token: float, gaps: list[int], held: int,
+                 capacity: int, slo_class: int) -> None:
+        self.remaining = remaining
+        self.last_token = last_token
+        self.gaps = gaps
+        self.held = held  # KV slots it used, and those its blocks held, when evicted
+        self.capacity = capacity
+        self.slo_class = slo_class
+
+
 class Decoders:
     """What an engine asks of its decoding requests, whichever form its batches use.
 
@@ -134,6 +172,11 @@ class Decoders:
         # into a typed array (8 bytes each) a block at a time.
         self._gap_log = array("q")
         self._gap_tail: list[int] = []
+        #: KV block size, 0 when the engine tracks no memory; the blocks the last round took
+        #: (requests that filled their blocks) and freed (requests that finished).
+        self.block_size = 0
+        self.crossed = 0
+        self.freed = 0
 
     def _next_round(self, now: float) -> int:
         """Open round ``_rounds + 1``, ending at ``now``; log and return its gap."""
@@ -151,6 +194,15 @@ class Decoders:
             self._gap_log.extend(self._gap_tail)
             self._gap_tail.clear()
         return self._gap_log
+
+    def _note_gap(self, entry: DecodeEntry, ticks: int) -> None:
+        """A gap counted on its own (not the round's, in bulk)."""
+        records = self.records
+        records.tbt[ticks] += 1
+        by_class = records.tbt_by_class
+        if by_class is not None:
+            by_class[entry.req.slo_class][ticks] += 1
+        entry.note_gap(ticks)
 
     def _open_run_end(self, entry: DecodeEntry) -> int:
         """The last round of ``entry``'s current run of served rounds, one not yet closed by
@@ -172,27 +224,29 @@ class Decoders:
             gaps.extend(round_gaps[entry.segment_start:end])
         return gaps
 
-    def inflight_gaps(self) -> list[int]:
-        """Gaps (ticks) in the histogram that belong to requests still decoding."""
-        gaps: list[int] = []
+    def take_back_inflight(self) -> None:
+        """Take the gaps of requests still decoding back out of the histograms."""
+        records = self.records
         for entry in self.live():
-            gaps += self._gaps_of(entry)
-        return gaps
+            records.take_back(self._gaps_of(entry), entry.req.slo_class)
 
-    def add(self, reqs: list[Request], first_token_at: float) -> None:
+    def add(self, reqs: list[Request], first_token_at: float,
+            kv: list[tuple[int, int]] | None = None) -> None:
         """Enter decode, at the back of the entered-decode order.
 
         ``first_token_at`` >= 0 is when the prefill's iteration emitted output token 1 (engine
-        convention); ``NO_TOKEN`` means every output token is still to come (paper)."""
-        for req in reqs:
+        convention); ``NO_TOKEN`` means every output token is still to come (paper). ``kv``:
+        each request's (slots held, slots its blocks hold), when memory is tracked."""
+        for i, req in enumerate(reqs):
             remaining = req.output_tokens - (1 if first_token_at >= 0 else 0)
-            self._enter(DecodeEntry(req, remaining, first_token_at))
+            held, capacity = kv[i] if kv is not None else (0, 0)
+            self._enter(DecodeEntry(req, remaining, first_token_at, held, capacity))
 
-    def resume(self, req: Request, remaining: int, last_token: float,
-               gaps: list[int] | None) -> None:
-        """Enter decode again after a preemption, with the progress ``evict`` returned."""
-        entry = DecodeEntry(req, remaining, last_token)
-        entry.gaps = gaps
+    def resume(self, req: Request, parked: Parked, held: int, capacity: int) -> None:
+        """Enter decode again after a preemption, with the progress ``evict`` returned and its
+        KV now: recomputed (a new allocation) or swapped back in (as it was)."""
+        entry = DecodeEntry(req, parked.remaining, parked.last_token, held, capacity)
+        entry.gaps = parked.gaps
         self._enter(entry)
 
     def _enter(self, entry: DecodeEntry) -> None:
@@ -213,9 +267,27 @@ class Decoders:
         """(tokens emitted, the last one's time; ``NO_TOKEN`` before the first)."""
         raise NotImplementedError
 
-    def evict(self, req: Request) -> tuple[int, float, list[int]]:
-        """Take ``req`` out of decode: its (remaining tokens, last token time, gaps so far)."""
+    def evict(self, req: Request) -> Parked:
+        """Take ``req`` out of decode (the engine frees its blocks: ``Parked.capacity``)."""
         raise NotImplementedError
+
+    def needs_block(self, req: Request) -> bool:
+        """Whether decoding ``req`` in the next round takes a new KV block."""
+        raise NotImplementedError
+
+    def track_kv(self, block_size: int) -> None:
+        """Keep each decoder's KV slots, in blocks of ``block_size``."""
+        self.block_size = block_size
+
+    def decode_blocks(self, k: int) -> int:
+        """New KV blocks the next round takes if it serves the first ``k`` decoders."""
+        return sum(1 for req in self.first(k) if self.needs_block(req))
+
+    def blocks_held(self, req: Request) -> int:
+        """KV blocks a decoding request holds."""
+        entry = self.find(req)
+        assert entry is not None, "blocks of a request that is not decoding here"
+        return entry.capacity // self.block_size
 
     def first(self, k: int) -> list[Request]:
         """The ``k`` that entered decode earliest (all when fewer)."""
@@ -260,6 +332,16 @@ class DecodePool(Decoders):
         self._frontier = 0  # index just past the served prefix of ``_order``
         self._served_before = 0  # live decoders before the frontier (served last round)
         self._buckets: defaultdict[int, list[DecodeEntry]] = defaultdict(list)
+        # KV: served-prefix entries that need a block every ``block_size`` rounds, counted by
+        # that round modulo ``block_size``; and those whose first such round is further
+        # away than that (a reservation), counted by it until it comes.
+        self._residue: list[int] = []
+        self._pending: defaultdict[int, int] = defaultdict(int)
+        # The last decode_blocks question, (round, k), and its answer: asked twice a batch.
+        self._asked = (0, -1)
+        self._answer = 0
+        #: Served-prefix entries per SLO class (kept only when the records split by class).
+        self._prefix_classes: list[int] = []
 
     def _enter(self, entry: DecodeEntry) -> None:
         if self._index is not None:
@@ -294,10 +376,13 @@ class DecodePool(Decoders):
         """Serve the first ``k`` decoders one token each, the round ending at ``now``.
 
         The requests that emit their first token or finish are appended to ``events`` (once,
-        when both); returns how many finished."""
+        when both); returns how many finished. With KV tracked, ``crossed`` and ``freed`` say
+        how many blocks the round took and gave back."""
         order = self._order
         records = self.records
         hist = records.tbt
+        by_class = records.tbt_by_class
+        block = self.block_size
         before = self._served_before
         last_round = self._last_round_time
         i = self._frontier
@@ -305,7 +390,12 @@ class DecodePool(Decoders):
         this_round = rounds + 1
         gap = self._next_round(now)
         walked = 0  # dead entries stepped over by this round's walk
+        crossed = 0
+        if by_class is not None and not self._prefix_classes:
+            self._prefix_classes = [0] * len(by_class)
         if k > before:
+            if by_class is not None:  # the old prefix, all served again: in sync
+                self._bulk_by_class(by_class, gap)
             # Live entries from the old frontier up to the k-th join (or rejoin) the prefix.
             if self._dead_beyond:
                 joining: list[DecodeEntry] = []
@@ -319,6 +409,8 @@ class DecodePool(Decoders):
             else:
                 joining = order[i:i + k - before]
                 i += k - before
+            if block:  # before the joiners: their block this round is taken as they join
+                crossed = self._round_blocks(this_round)
             first_token = records.first_token
             buckets = self._buckets
             for entry in joining:
@@ -328,14 +420,15 @@ class DecodePool(Decoders):
                     first_token[entry.req.id] = now
                     if entry.remaining > 1:
                         events.append(entry.req)
-                    key = rounds + entry.remaining
                 else:
-                    ticks = int((now - last) * TICKS_PER_S + 0.5)
-                    hist[ticks] += 1
-                    entry.note_gap(ticks)
-                    key = rounds + entry.remaining
+                    self._note_gap(entry, int((now - last) * TICKS_PER_S + 0.5))
+                key = rounds + entry.remaining
                 entry.key = key
                 buckets[key].append(entry)
+                if block:
+                    crossed += self._join_kv(entry, this_round, key)
+                if by_class is not None:
+                    self._prefix_classes[entry.req.slo_class] += 1
             in_sync = before
         elif k < before:
             # The prefix shrinks: its last before-k live entries drop out after a token last
@@ -354,15 +447,28 @@ class DecodePool(Decoders):
                 entry.remaining = key - rounds
                 entry.key = UNSERVED
                 entry.close_run(rounds)
+                if block:
+                    self._leave_prefix_kv(entry, rounds)
+                if by_class is not None:
+                    self._prefix_classes[entry.req.slo_class] -= 1
             in_sync = k
+            if by_class is not None:
+                self._bulk_by_class(by_class, gap)
+            if block:
+                crossed = self._round_blocks(this_round)
         else:
             in_sync = k
+            if by_class is not None:
+                self._bulk_by_class(by_class, gap)
+            if block:
+                crossed = self._round_blocks(this_round)
         if in_sync:
             hist[gap] += in_sync
         self._frontier = i
         self._last_round_time = now
         rounds = self._rounds = this_round
         done = 0
+        freed = 0
         bucket = self._buckets.pop(rounds, None)
         if bucket is not None:
             finish = records.finish
@@ -377,17 +483,137 @@ class DecodePool(Decoders):
                         del index[req.id]
                     events.append(req)
                     done += 1
+                    if block:
+                        self._leave_prefix_kv(entry, rounds)
+                        freed += entry.capacity // block
+                    if by_class is not None:
+                        self._prefix_classes[req.slo_class] -= 1
                 # else stale: it dropped out since it was filed
             self.size -= done
             self._dead += done
             records.completed += done
+        self.crossed = crossed
+        self.freed = freed
         self._served_before = k - done
         if walked:
             self._dead_walked += walked
         self._maybe_compact()
         return done
 
-    def evict(self, req: Request) -> tuple[int, float, list[int]]:
+    def _bulk_by_class(self, by_class: list[defaultdict[int, int]], gap: int) -> None:
+        """This round's gap for the prefix entries served in sync, class by class."""
+        for c, n in enumerate(self._prefix_classes):
+            if n:
+                by_class[c][gap] += n
+
+    def track_kv(self, block_size: int) -> None:
+        super().track_kv(block_size)
+        self._residue = [0] * block_size
+
+    def _round_blocks(self, this_round: int) -> int:
+        """The blocks the prefix entries take in ``this_round`` (those whose first block
+        round is now join the count of their residue first)."""
+        block = self.block_size
+        residue = this_round % block
+        if self._pending:
+            arriving = self._pending.pop(this_round, 0)
+            if arriving:
+                self._residue[residue] += arriving
+        return self._residue[residue]
+
+    def _join_kv(self, entry: DecodeEntry, this_round: int, key: int) -> int:
+        """An entry joins the prefix at ``this_round`` (``held`` as of now): take a block now
+        if it is full, and count it under the round it next needs one. Returns the blocks
+        taken now."""
+        block = self.block_size
+        taken = 0
+        if entry.held >= entry.capacity:
+            entry.capacity += block
+            taken = 1
+        first = this_round + entry.capacity - entry.held
+        if first > key:  # it finishes first
+            entry.cross_key = UNSERVED
+            return taken
+        entry.cross_key = first
+        if first - this_round <= block:  # no round before it has its residue
+            self._residue[first % block] += 1
+        else:
+            self._pending[first] += 1
+        return taken
+
+    def _leave_prefix_kv(self, entry: DecodeEntry, last_served: int) -> None:
+        """An entry leaves the prefix after round ``last_served``: bring what it holds up to
+        date and take it out of the counts."""
+        entry.held += last_served + 1 - entry.segment_start
+        first = entry.cross_key
+        if first < 0:
+            return
+        block = self.block_size
+        if first <= last_served:
+            entry.capacity += block * ((last_served - first) // block + 1)
+            self._residue[first % block] -= 1
+        elif first - entry.segment_start <= block:
+            self._residue[first % block] -= 1
+        else:
+            self._pending[first] -= 1
+        entry.cross_key = UNSERVED
+
+    def decode_blocks(self, k: int) -> int:
+        """The blocks a round serving the first ``k`` takes: the prefix's count, then a walk
+        over the entries that would join or drop out (what ``serve`` walks anyway)."""
+        this_round = self._rounds + 1
+        if not self.block_size:
+            return 0
+        if self._asked == (this_round, k):  # the policy asked, now the engine checks
+            return self._answer
+        blocks = (self._residue[this_round % self.block_size]
+                  + self._pending.get(this_round, 0))
+        order = self._order
+        before = self._served_before
+        i = self._frontier
+        if k > before:
+            need = k - before
+            while need and i < len(order):
+                entry = order[i]
+                i += 1
+                if entry.key != GONE:
+                    need -= 1
+                    if entry.held >= entry.capacity:
+                        blocks += 1
+        elif k < before:
+            need = before - k
+            while need:
+                i -= 1
+                entry = order[i]
+                if entry.key != GONE:
+                    need -= 1
+                    if self._prefix_needs_block(entry, this_round):
+                        blocks -= 1
+        self._asked = (this_round, k)
+        self._answer = blocks
+        return blocks
+
+    def _prefix_needs_block(self, entry: DecodeEntry, this_round: int) -> bool:
+        first = entry.cross_key
+        return 0 <= first <= this_round and (this_round - first) % self.block_size == 0
+
+    def needs_block(self, req: Request) -> bool:
+        entry = self.find(req)
+        assert entry is not None, "a request that is not decoding here"
+        if entry.key >= 0:  # in the served prefix
+            return self._prefix_needs_block(entry, self._rounds + 1)
+        return entry.held >= entry.capacity
+
+    def blocks_held(self, req: Request) -> int:
+        entry = self.find(req)
+        assert entry is not None, "blocks of a request that is not decoding here"
+        capacity = entry.capacity
+        first = entry.cross_key
+        if entry.key >= 0 and 0 <= first <= self._rounds:  # blocks taken since it joined
+            capacity += self.block_size * ((self._rounds - first) // self.block_size + 1)
+        return capacity // self.block_size
+
+    def evict(self, req: Request) -> Parked:
         entry = self.find(req)
         assert entry is not None and self._index is not None
         del self._index[req.id]
@@ -395,14 +621,18 @@ class DecodePool(Decoders):
         if entry.key >= 0:  # in the served prefix, so before the frontier
             remaining, last_token = entry.key - self._rounds, self._last_round_time
             self._served_before -= 1
+            if self.block_size:
+                self._leave_prefix_kv(entry, self._rounds)
+            if self._prefix_classes:
+                self._prefix_classes[req.slo_class] -= 1
         else:  # unserved entries lie beyond the frontier
             remaining, last_token = entry.remaining, entry.last_token
             self._dead_beyond = True
-        entry.key = GONE  # its bucket entry goes stale
+        entry.key = GONE  # its bucket entries go stale
         self.size -= 1
         self._dead += 1
         self._maybe_compact()
-        return remaining, last_token, gaps
+        return Parked(remaining, last_token, gaps, entry.held, entry.capacity, req.slo_class)
 
     def _open_run_end(self, entry: DecodeEntry) -> int:
         # In the served prefix, its run goes on to this round; one that drops out closes it.
@@ -476,6 +706,14 @@ class ExplicitDecoders(Decoders):
         entry = self.entries[req.id]
         return entry.output - entry.remaining, entry.last_token
 
+    def needs_block(self, req: Request) -> bool:
+        entry = self.entries[req.id]
+        return entry.held >= entry.capacity
+
+    def claimed_blocks(self) -> int:
+        """New KV blocks the decoders the last ``claim`` named take."""
+        return sum(1 for e in self._claimed if e.held >= e.capacity)
+
     def claim(self, reqs: list[Request]) -> Request | None:
         """Check that ``reqs`` are distinct decoders of this engine and keep their entries for
         ``serve_claimed``; returns the first that is not, or None. One pass, one lookup each."""
@@ -501,19 +739,25 @@ class ExplicitDecoders(Decoders):
 
     def serve_claimed(self, now: float, events: list[Request]) -> int:
         """Serve one token to each decoder the last ``claim`` named, ending at ``now``; as
-        ``DecodePool.serve`` for ``events`` and the count returned."""
+        ``DecodePool.serve`` for ``events``, the count returned, ``crossed`` and ``freed``."""
         records = self.records
         hist = records.tbt
+        by_class = records.tbt_by_class
+        in_sync_by_class: list[int] | None = (None if by_class is None
+                                              else [0] * len(by_class))
+        block = self.block_size
         entries = self.entries
         rounds = self._rounds
         this_round = rounds + 1
         gap = self._next_round(now)
-        in_sync = done = 0
+        in_sync = done = crossed = freed = 0
         for entry in self._claimed:
             req = entry.req
             served = entry.key
             if served == rounds and served:  # served last round too: this round's gap
                 in_sync += 1
+                if in_sync_by_class is not None:
+                    in_sync_by_class[req.slo_class] += 1
             else:
                 if served:  # a run of consecutive rounds ended at round ``served``
                     entry.close_run(served)
@@ -524,28 +768,40 @@ class ExplicitDecoders(Decoders):
                     if entry.remaining > 1:
                         events.append(req)
                 else:
-                    ticks = int((now - last) * TICKS_PER_S + 0.5)
-                    hist[ticks] += 1
-                    entry.note_gap(ticks)
+                    self._note_gap(entry, int((now - last) * TICKS_PER_S + 0.5))
             entry.key = this_round
             entry.last_token = now
             entry.remaining -= 1
+            if block:
+                if entry.held >= entry.capacity:
+                    entry.capacity += block
+                    crossed += 1
+                entry.held += 1
             if not entry.remaining:
                 req.status = FINISHED
                 records.finish[req.id] = now
                 del entries[req.id]
                 events.append(req)
                 done += 1
+                if block:
+                    freed += entry.capacity // block
         if in_sync:
             hist[gap] += in_sync
+            if by_class is not None and in_sync_by_class is not None:
+                for c, n in enumerate(in_sync_by_class):
+                    if n:
+                        by_class[c][gap] += n
         self._rounds = this_round
         self._last_round_time = now
         self.size -= done
+        self.crossed = crossed
+        self.freed = freed
         records.completed += done
         return done
 
-    def evict(self, req: Request) -> tuple[int, float, list[int]]:
+    def evict(self, req: Request) -> Parked:
         entry = self.entries.pop(req.id)
         gaps = self._gaps_of(entry)
         self.size -= 1
-        return entry.remaining, entry.last_token, gaps
+        return Parked(entry.remaining, entry.last_token, gaps, entry.held, entry.capacity,
+                      req.slo_class)

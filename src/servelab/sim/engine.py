@@ -17,6 +17,7 @@ batch end (backlog samples), not in the engine.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import index
@@ -26,12 +27,14 @@ from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
 from servelab.core.convention import Convention
+from servelab.core.kv import KVCache
 from servelab.core.request import (
     CANCELLED,
     DECODING,
     FINISHED,
     PREEMPTED,
     PREFILLING,
+    SWAPPED,
     WAITING,
     Request,
 )
@@ -42,6 +45,7 @@ from servelab.sim.decode_pool import (
     DecodePool,
     Decoders,
     ExplicitDecoders,
+    Parked,
     RequestRecords,
 )
 from servelab.sim.waiting import WaitingQueue
@@ -121,15 +125,6 @@ class BatchObserver:
         raise NotImplementedError
 
 
-@dataclass
-class _Parked:
-    """A preempted request's decode progress, kept until it decodes again."""
-
-    remaining: int
-    last_token: float
-    gaps: list[int]
-
-
 class Engine:
     """The simulated engine; it is also the ``EngineView`` its scheduler reads."""
 
@@ -141,6 +136,7 @@ class Engine:
         max_seqs: SupportsIndex | None = None,
         convention: Convention | str = "paper",
         record_batches: bool = False,
+        kv: KVCache | None = None,
     ) -> None:
         if not isinstance(convention, Convention):
             convention = Convention.named(convention)
@@ -168,6 +164,20 @@ class Engine:
         self._named: ExplicitDecoders | None = (self._decoders if self._explicit  # type: ignore[assignment]
                                                 else None)
         self._table = timing.token_table(budget) if timing.token_only else None
+        #: The KV cache, or None: unlimited memory, and no memory bookkeeping at all.
+        self.kv = kv
+        if kv is not None:
+            self._decoders.track_kv(kv.block_size)
+        # Slots allocated to requests whose prefill has begun (by id; they move to their
+        # decode entry when it ends), and the slots a policy reserves at admission.
+        self._kv_alloc: dict[int, int] = {}
+        self._reserve = scheduler.kv_reserve_tokens()
+        # Swapped-out requests, in the order they were swapped out (their progress is in
+        # ``_parked``), and the transfer time the batch being formed pays.
+        self._swapped: deque[Request] = deque()
+        self._transfer_s = 0.0
+        #: The run's SLO classes, for policies that read a request's targets.
+        self.slo_classes: tuple[Any, ...] = ()
         self.observers: list[BatchObserver] = []
         self.batches: list[BatchRecord] | None = [] if record_batches else None
         # The view a scheduler reads: plain attributes, refreshed before each batch, because a
@@ -189,6 +199,8 @@ class Engine:
         self.idle_s = 0.0
         self.preemptions = 0
         self.recomputed_tokens = 0
+        self.swapped_blocks = 0  # blocks copied out to host memory, over the run
+        self.kv_peak_blocks = 0  # the most blocks in use at once
         # The batch in flight, applied at its end.
         self._in_flight = False
         self._end = 0.0
@@ -200,7 +212,7 @@ class Engine:
         self._tokens = 0
         self._decoded_ids: list[int] = []
         self._events: list[Request] = []
-        self._parked: dict[int, _Parked] = {}
+        self._parked: dict[int, Parked] = {}
         self._board: LoadBoard | None = None  # set by a LoadBoard, when routed to
         self._slot = 0
 
@@ -227,6 +239,33 @@ class Engine:
     def last_decoders(self, k: SupportsIndex) -> list[Request]:
         """The ``k`` decoders that entered decode latest, newest first."""
         return self._decoders.last(index(k))
+
+    # KV memory, for policies that schedule by it (all 0 or False when memory is unlimited).
+    def blocks_to_admit(self, req: Request) -> int:
+        """New blocks a first chunk of ``req`` takes: its whole prefill's (at least the
+        policy's reservation), or 0 once its prefill has begun."""
+        kv = self.kv
+        if kv is None or req.status == PREFILLING:  # allocated when its prefill began
+            return 0
+        left = req.prefill_left
+        return kv.blocks_for(left if left > self._reserve else self._reserve)
+
+    def decode_blocks(self, k: SupportsIndex) -> int:
+        """New blocks the next round takes if it serves the first ``k`` decoders."""
+        return self._decoders.decode_blocks(index(k)) if self.kv is not None else 0
+
+    def needs_block(self, req: Request) -> bool:
+        """Whether decoding ``req`` next takes a new block."""
+        return self.kv is not None and self._decoders.needs_block(req)
+
+    def blocks_held(self, req: Request) -> int:
+        """Blocks ``req`` holds here: what preempting it frees."""
+        kv = self.kv
+        if kv is None:
+            return 0
+        if req.status == DECODING:
+            return self._decoders.blocks_held(req)
+        return self._kv_alloc.get(req.id, 0) // kv.block_size
 
     def progress(self, req: Request) -> tuple[int, float]:
         """(output tokens emitted, the last one's time, -1.0 before the first), in O(1)."""
@@ -258,7 +297,7 @@ class Engine:
         return self._in_flight
 
     def has_work(self) -> bool:
-        return bool(self.waiting) or self._decoders.size > 0
+        return bool(self.waiting) or self._decoders.size > 0 or bool(self._swapped)
 
     def admit(self, req: Request) -> None:
         """A request joins the waiting queue; the next batch formed may take it."""
@@ -274,31 +313,47 @@ class Engine:
             self._publish()
 
     def cancel(self, req: Request) -> None:
-        """Withdraw a request that waits to prefill (a real client went away): one that has
-        not started decoding, or was preempted; not one in the batch now running."""
-        if req not in self.waiting:
+        """Withdraw a request that is not decoding (a real client went away): one that
+        waits to prefill, has begun it, or was preempted (recomputed or swapped out); not
+        one in the batch now running."""
+        swapped = req.status == SWAPPED
+        if not swapped and req not in self.waiting:
             raise ValueError(f"request {req.id} is {req.status_name} here: only a request "
                              "waiting on this engine can be cancelled")
-        if self._in_flight and any(r is req for r, _ in self._chunks):
-            raise ValueError(f"request {req.id} has a chunk in the batch now running: cancel "
-                             "it after the batch ends")
+        if self._in_flight and (swapped or any(r is req for r, _ in self._chunks)):
+            raise ValueError(f"request {req.id} is in the batch now running: cancel it after "
+                             "the batch ends")
         parked = self._parked.pop(req.id, None)
         # Its unprocessed slots: the prefill left and every decode token still to come.
         if parked is None:
             to_decode = req.output_tokens - self._engine_convention
         else:  # preempted: its gaps so far will not belong to a completed request
             to_decode = parked.remaining
-            self.records.take_back(parked.gaps)
+            self.records.take_back(parked.gaps, parked.slo_class)
         req.status = CANCELLED
-        self.waiting.leave(req)
+        if swapped:
+            self._swapped.remove(req)
+        else:
+            self.waiting.leave(req)
+            self._free_allocation(req)
         self.outstanding -= 1
         self.unprocessed_tokens -= req.prefill_left + to_decode
         self._publish()
+
+    def _free_allocation(self, req: Request) -> None:
+        """A request whose prefill had begun gives its blocks back."""
+        kv = self.kv
+        if kv is not None:
+            slots = self._kv_alloc.pop(req.id, 0)
+            kv.free_blocks += slots // kv.block_size
 
     def start_batch(self, now: float) -> float | None:
         """Form the next batch at ``now``; return its end time, or None when idle."""
         if self._in_flight:
             raise RuntimeError("a batch is already running on this engine")
+        self._transfer_s = 0.0
+        if self._swapped:
+            self._swap_in()
         if not self.waiting and not self._decoders.size:
             return None
         if now > self.last_batch_end:
@@ -315,6 +370,8 @@ class Engine:
         decodes = self._k + len(self._listed)
         dt = (self._table[tokens] if self._table is not None
               else self.timing.duration(tokens - decodes, decodes, len(self._chunks) + decodes))
+        if self._transfer_s:
+            dt += self._transfer_s
         self._in_flight = True
         self._tokens = tokens
         self._end = now + dt
@@ -370,13 +427,64 @@ class Engine:
         else:
             listed = evict = self._no_requests
             seqs = n + k
-        size = self._decoders.size - len(evict)  # decode_first counts those left after them
+        # decode_first counts the decoders left after the evictions
+        size = self._decoders.size
+        if evict:
+            size -= sum(1 for r in evict if r.status == DECODING)
+            if n and {id(r) for r, _ in kept} & {id(r) for r in evict}:
+                raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: a request "
+                                     "both preempted and given a chunk")
         if not tokens or tokens > self.budget or seqs > self.seq_limit or not 0 <= k <= size:
             raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: empty, over the "
                                  f"budget {self.budget} or cap {self.seq_limit}, or a decode "
                                  f"count outside 0..{size} (the decoding requests)")
+        if self.kv is not None:
+            self._check_memory(batch, kept, k, listed, evict)
         self._chunks, self._k, self._listed, self._evict = kept, k, listed, evict
         return tokens
+
+    def _check_memory(self, batch: Batch, chunks: list[tuple[Request, int]], k: int,
+                      listed: list[Request], evict: list[Request]) -> None:
+        """The batch's new blocks (first chunks' whole prefills, decoders that filled their
+        blocks) must fit in the free ones and those its evictions free; a swap costs its
+        transfer time in this batch."""
+        kv = self.kv
+        assert kv is not None
+        need = 0
+        for req, _ in chunks:
+            need += self.blocks_to_admit(req)
+        if listed:
+            named = self._named
+            assert named is not None
+            need += named.claimed_blocks()
+        elif k:
+            need += (self._decoders.decode_blocks(k) if not evict
+                     else self._decode_blocks_after(k, evict))
+        freed = 0
+        for req in evict:
+            held = self.blocks_held(req)
+            freed += held
+            if kv.preemption == "swap" and req.status == DECODING:
+                self._transfer_s += held * kv.swap_block_s
+        if need > kv.free_blocks + freed:
+            raise SchedulerError(f"{self.scheduler.name} returned {batch!r}: it needs {need} "
+                                 f"new KV blocks, and {kv.free_blocks} are free (+{freed} its "
+                                 "preemptions free)")
+
+    def _decode_blocks_after(self, k: int, evict: list[Request]) -> int:
+        """Blocks the first ``k`` decoders left after ``evict`` take: one walk, O(k)."""
+        gone = {r.id for r in evict}
+        decoders = self._decoders
+        blocks = served = 0
+        for req in decoders.first(k + len(gone)):
+            if req.id in gone:
+                continue
+            served += 1
+            if served > k:
+                break
+            if decoders.needs_block(req):
+                blocks += 1
+        return blocks
 
     def _malformed(self, what: str) -> SchedulerError:
         return SchedulerError(f"{self.scheduler.name} returned a malformed batch ({what}): a "
@@ -394,10 +502,12 @@ class Engine:
         evict: list[Request] = [] if preempt is None else list(preempt)
         if evict:
             decoders = self._decoders
+            waiting = self.waiting
             if len({r.id for r in evict}) < len(evict) or any(
-                    r.status != DECODING or r not in decoders for r in evict):
+                    r not in decoders if r.status == DECODING
+                    else r.status != PREFILLING or r not in waiting for r in evict):
                 raise SchedulerError(f"{name} put a request twice in its preempt list, or one "
-                                     "that is not decoding on this engine")
+                                     "that is neither decoding nor prefilling on this engine")
         if listed:
             explicit = self._named
             assert explicit is not None
@@ -424,9 +534,12 @@ class Engine:
         if self.batches is not None:
             self._decoded_ids = [r.id for r in (self._listed or self._decoders.first(self._k))]
         waiting = self.waiting
+        kv = self.kv
         prefilled: list[Request] | None = None
         prefill = 0
         for req, m in self._chunks:
+            if kv is not None and req.status != PREFILLING:
+                self._allocate(req, kv)
             prefill += m
             left = req.prefill_left - m
             req.prefill_left = left
@@ -443,6 +556,7 @@ class Engine:
                     prefilled.append(req)
         # Decode first: requests whose prefill ends in this batch decode from the next one.
         done = 0
+        served = True
         if self._k:
             pool = self._pool
             assert pool is not None
@@ -451,6 +565,15 @@ class Engine:
             named = self._named
             assert named is not None
             done = named.serve_claimed(now, events)
+        else:
+            served = False
+        if kv is not None:
+            # Blocks taken during the batch count towards the peak before finishes free any.
+            if served:
+                kv.free_blocks -= self._decoders.crossed
+            self._note_peak(kv)
+            if served:
+                kv.free_blocks += self._decoders.freed
         if prefilled is not None:
             done += self._enter_decode(prefilled, now, events)
         self.outstanding -= done
@@ -475,54 +598,120 @@ class Engine:
         """Requests whose prefill ended at ``now`` enter decode (or resume after preemption);
         returns how many finished instead (one output token, engine convention)."""
         records = self.records
+        kv = self.kv
         fresh: list[Request] = []
+        slots: list[tuple[int, int]] | None = None if kv is None else []
         done = 0
         for req in prefilled:
+            # Its KV now: the slots it prefilled (prompt, plus output so far after a
+            # recompute) and those its blocks hold.
+            capacity = self._kv_alloc.pop(req.id) if kv is not None else 0
             if self._parked:
                 parked = self._parked.pop(req.id, None)
                 if parked is not None:
-                    self._decoders.resume(req, parked.remaining, parked.last_token,
-                                          parked.gaps)
+                    held = req.prompt_tokens + req.output_tokens - parked.remaining
+                    self._decoders.resume(req, parked, held, capacity)
                     continue
-            if not self._engine_convention:
-                fresh.append(req)
-                continue
-            records.first_token[req.id] = now  # the prefill's iteration emits token 1
-            events.append(req)
-            if req.output_tokens == 1:
-                records.finish[req.id] = now
-                req.status = FINISHED
-                done += 1
-            else:
-                fresh.append(req)
+            if self._engine_convention:
+                records.first_token[req.id] = now  # the prefill's iteration emits token 1
+                events.append(req)
+                if req.output_tokens == 1:
+                    records.finish[req.id] = now
+                    req.status = FINISHED
+                    done += 1
+                    if kv is not None:
+                        kv.free_blocks += capacity // kv.block_size
+                    continue
+            fresh.append(req)
+            if slots is not None:
+                slots.append((req.prompt_tokens, capacity))
         records.completed += done
         if fresh:
-            self._decoders.add(fresh, now if self._engine_convention else NO_TOKEN)
+            self._decoders.add(fresh, now if self._engine_convention else NO_TOKEN, slots)
         return done
+
+    def _allocate(self, req: Request, kv: KVCache) -> None:
+        """A first chunk: blocks for the whole prefill (at least the policy's reservation)."""
+        left = req.prefill_left
+        slots = kv.capacity_for(left if left > self._reserve else self._reserve)
+        self._kv_alloc[req.id] = slots
+        kv.free_blocks -= slots // kv.block_size
+
+    def _note_peak(self, kv: KVCache) -> None:
+        used = kv.num_blocks - kv.free_blocks
+        if used > self.kv_peak_blocks:
+            self.kv_peak_blocks = used
+
+    def _swap_in(self) -> None:
+        """Swapped-out requests come back first, oldest first, while their blocks fit above
+        the watermark (or the cache is empty), each paying its transfer in this batch."""
+        kv = self.kv
+        assert kv is not None
+        swapped = self._swapped
+        while swapped:
+            req = swapped[0]
+            parked = self._parked[req.id]
+            blocks = parked.capacity // kv.block_size
+            if (kv.free_blocks - blocks < kv.watermark_blocks
+                    and kv.free_blocks < kv.num_blocks):
+                break
+            swapped.popleft()
+            del self._parked[req.id]
+            kv.free_blocks -= blocks
+            req.status = DECODING
+            self._decoders.resume(req, parked, parked.held, parked.capacity)
+            self._transfer_s += blocks * kv.swap_block_s
+        self._note_peak(kv)
 
     def _preempt(self, req: Request) -> None:
         """Recompute preemption: KV state is lost, emitted tokens stay emitted; the request
-        prefills its prompt and its output so far again, first in line."""
-        remaining, last_token, gaps = self._decoders.evict(req)
-        emitted = req.output_tokens - remaining
-        req.prefill_left = req.prompt_tokens + emitted
-        req.status = PREEMPTED
-        self._parked[req.id] = _Parked(remaining, last_token, gaps)
-        self.waiting.appendleft(req)
+        prefills its prompt and its output so far again, first in line. With swap (a
+        decoder, under ``KVCache.preemption == "swap"``) its KV goes to host memory instead,
+        and it decodes on when it comes back. A request evicted mid-prefill starts its
+        prefill over, where it waits."""
         self.preemptions += 1
+        if req.status == PREFILLING:
+            self._restart_prefill(req)
+            return
+        parked = self._decoders.evict(req)
+        self._parked[req.id] = parked
+        kv = self.kv
+        if kv is not None:
+            blocks = parked.capacity // kv.block_size
+            kv.free_blocks += blocks
+            if kv.preemption == "swap":
+                req.status = SWAPPED
+                self._swapped.append(req)
+                self.swapped_blocks += blocks
+                return
+        req.status = PREEMPTED
+        req.prefill_left = req.prompt_tokens + req.output_tokens - parked.remaining
+        self.waiting.appendleft(req)
         self.recomputed_tokens += req.prefill_left
         self.unprocessed_tokens += req.prefill_left
+
+    def _restart_prefill(self, req: Request) -> None:
+        """A begun prefill loses its blocks and what it computed."""
+        parked = self._parked.get(req.id)
+        total = req.prompt_tokens + (0 if parked is None
+                                     else req.output_tokens - parked.remaining)
+        lost = total - req.prefill_left
+        self._free_allocation(req)
+        req.prefill_left = total
+        req.status = WAITING if parked is None else PREEMPTED
+        self.waiting.restart(req)
+        self.recomputed_tokens += lost
+        self.unprocessed_tokens += lost
 
     def _record_batch(self, now: float) -> None:
         assert self.batches is not None
         self.batches.append(BatchRecord(self.now, now, [(r.id, m) for r, m in self._chunks],
                                         self._decoded_ids))
 
-    def inflight_gaps(self) -> list[int]:
-        """The gaps in the TBT histogram that belong to requests this engine has not finished
-        (to take back out when a run stops): decoding ones, and preempted ones waiting."""
-        gaps = self._decoders.inflight_gaps()
+    def take_back_inflight(self) -> None:
+        """Take the gaps of the requests this engine has not finished back out of the TBT
+        histograms when a run stops: decoding ones, and preempted ones."""
+        self._decoders.take_back_inflight()
         for parked in self._parked.values():
-            gaps += parked.gaps
-        return gaps
+            self.records.take_back(parked.gaps, parked.slo_class)
 

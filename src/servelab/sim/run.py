@@ -337,7 +337,7 @@ def run_engines(
             gc.enable()
     # Latency statistics cover completed requests: take back the gaps of those in flight.
     for engine in engines:
-        records.take_back(engine.inflight_gaps())
+        engine.take_back_inflight()
     per_engine = [
         EngineRecords(
             iterations=e.iterations,

@@ -110,6 +110,14 @@ class WaitingQueue:
             self._members.add(req.id)
         self._live += 1
 
+    def restart(self, req: Request) -> None:
+        """A begun prefill was preempted: it waits where it stands, not begun (its status
+        says so already) and with its whole prefill again, so the shortest-first index is
+        rebuilt when next read."""
+        self.started.remove(req)
+        self._by_length = None
+        self._lengths = []
+
     def begin(self, req: Request) -> None:
         """``req``'s prefill has begun (its status says PREFILLING now)."""
         self.started.append(req)

@@ -375,6 +375,16 @@ BAD_INPUTS = [
     (["compare", "--rate", "5", "--plot", "out.txt"], "plot"),
     (["compare", "--rate", "5", "--plot", "no/such/dir/x.png"], "plot"),
     (["capacity", "--preset-file", ""], "preset_file"),
+    # Service-level classes.
+    (["simulate", "--rate", "5", "--slo", "strict:0.05:tbt=0", "--slo", "relaxed:0.95:tbt=0.5"],
+     "slo"),
+    (["simulate", "--rate", "5", "--slo", "strict:1:tbt=0.1,ttft=-1"], "slo"),
+    (["simulate", "--rate", "5", "--slo", "strict:0.05:tbt=0.1", "--slo", "relaxed:0.9:tbt=1"],
+     "slo"),
+    (["compare", "--rate", "5", "--slo", "strict:1.5:tbt=0.1"], "slo"),
+    (["compare", "--rate", "5", "--slo", "strict:1:tbt=0.1", "--slo", "strict:0:tbt=1"], "slo"),
+    (["simulate", "--rate", "5", "--slo", "strict=0.1"], "slo"),
+    (["simulate", "--rate", "5", "--set", "workload.slo=[a:1:tbt=x]"], "workload.slo"),
 ]
 
 
@@ -595,3 +605,26 @@ def test_simulate_refuses_a_bad_fleet(args: list[str], message: str) -> None:
     proc = run("simulate", *args, *SMALL)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1
+
+
+SLO_FLAGS = ["--slo", "strict:0.05:tbt=0.08", "--slo", "relaxed:0.95:tbt=0.5,ttft=1"]
+
+
+def test_slo_classes_from_flags_and_files_give_per_class_results(tmp_path: Path) -> None:
+    s = ok_json("simulate", *SMALL, *SLO_FLAGS)
+    assert [(c["name"], c["tbt_target_s"], c["ttft_target_s"]) for c in s["classes"]] == [
+        ("strict", 0.08, None), ("relaxed", 0.5, 1.0)]
+    assert {"slo_attainment", "goodput_requests_per_s", "preemptions",
+            "recomputed_tokens"} <= s.keys()
+    (tmp_path / "exp.yaml").write_text(
+        "rate: 10\nrequests: 300\nseed: 1\nworkload:\n  slo:\n    - strict:0.05:tbt=0.08\n"
+        "    - {name: relaxed, probability: 0.95, tbt: 0.5, ttft: 1}\n")
+    from_file = ok_json("run", str(tmp_path / "exp.yaml"))
+    assert from_file["classes"] == s["classes"]
+    text = run("simulate", *SMALL, *SLO_FLAGS).stdout
+    assert re.search(r"^strict +0\.05 +80\.0 +- +\d", text, re.MULTILINE), text
+    assert re.search(r"^relaxed +TTFT +\d", text, re.MULTILINE), text
+    assert "SLO class" not in run("simulate", *SMALL).stdout
+    text = run("compare", *SMALL, "--schedulers", "sarathi,orca", *SLO_FLAGS, "--plot",
+               str(tmp_path / "p.png")).stdout
+    assert re.search(r"^orca +strict +\d", text, re.MULTILINE), text

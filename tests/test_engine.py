@@ -527,6 +527,8 @@ def test_preempted_requests_recompute_and_still_finish_with_every_token(
                              drain=True)
     assert rec.completed == n and np.isfinite(rec.finish).all()
     assert engine.preemptions > 0 and engine.outstanding == 0
+    assert (rec.preemptions, rec.recomputed_tokens) == (engine.preemptions,
+                                                        engine.recomputed_tokens)
     # Every output token once: D - 1 gaps a request, the one across its preemption included.
     assert sum(rec.tbt_hist.values()) == int((output - 1).sum())
     # Work: every prompt and decode slot once, plus the recomputed prefills.

@@ -84,6 +84,10 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", metavar="S", help="random seed (default 0)")
     g.add_argument("--drain", action="store_const", const=True,
                    help="after the horizon, run until every request finishes")
+    g.add_argument("--slo", action="append", metavar="NAME:PROB:tbt=S[,ttft=S]",
+                   help="a service-level class: its share of the requests and its TBT (and "
+                   "TTFT) target in seconds; repeatable, shares summing to 1, e.g. --slo "
+                   "strict:0.05:tbt=0.1 --slo relaxed:0.95:tbt=0.5")
     # Short for --set scheduler.<knob>=...; a new knob needs no flag (see the epilog).
     g = p.add_argument_group("scheduler options")
     g.add_argument("--chunked-prefill", action="store_const", const=True,

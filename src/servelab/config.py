@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any, Literal, get_type_hints
 
 from servelab.core.convention import Convention
+from servelab.core.slo import SloClass, parse_slo_classes
 from servelab.errors import ConfigError, ConfigWarning
 from servelab.values import convert, kind_of
 
@@ -55,9 +56,10 @@ MAX_REPLICAS = 1024
 DEFAULT_ROUTER = "jsq"
 
 
-def _setting(path: str, default: Any = None) -> Any:
-    """A field that is a setting, at its dotted ``path``."""
-    return field(default=default, metadata={"path": path})
+def _setting(path: str, default: Any = None, parse: Any = None) -> Any:
+    """A field that is a setting, at its dotted ``path``; ``parse(raw)`` reads a value its
+    type hint cannot say how to (``values.convert`` reads the others)."""
+    return field(default=default, metadata={"path": path, "parse": parse})
 
 
 #: The scheduler knobs that had flat names and flags before knobs had paths (the CLI's
@@ -87,6 +89,8 @@ class SimConfig:
     decode: str | None = _setting("workload.decode")
     arrivals: str | None = _setting("workload.arrivals")
     trace: str | None = _setting("workload.trace")
+    #: Service-level classes the requests are drawn from (``core.slo``); empty: none.
+    slo: tuple[SloClass, ...] = _setting("workload.slo", (), parse_slo_classes)
     #: A number of arrivals, or "auto" (the default without --duration or --trace): grow the
     #: run until the stability verdict is confident or ``max_requests`` is reached.
     requests: int | Literal["auto"] | None = _setting("run.requests")
@@ -109,7 +113,9 @@ class SimConfig:
         with self.named_as_written():
             hints = _hints()
             for f in _fields():  # None (YAML null, --set KEY=null) means the default
-                value = convert(f.name, hints[f.name], getattr(self, f.name))
+                parse = f.metadata["parse"]
+                raw = getattr(self, f.name)
+                value = parse(raw) if parse else convert(f.name, hints[f.name], raw)
                 setattr(self, f.name, f.default if value is None else value)
             if not isinstance(self.scheduler_options, Mapping):
                 raise ConfigError("scheduler", f"expected a mapping of scheduler options, got "

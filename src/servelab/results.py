@@ -27,13 +27,16 @@ from servelab.sim.engine import BatchRecord
 
 @dataclass
 class RequestTable:
-    """One row per request (times in seconds, NaN where it has not happened yet)."""
+    """One row per request (times in seconds, NaN where it has not happened yet); with
+    service-level classes, each request's class (an index into ``slo_names``)."""
 
     arrival_s: np.ndarray
     first_token_s: np.ndarray
     finish_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    slo_class: np.ndarray | None = None
+    slo_names: tuple[str, ...] = ()
 
     COLUMNS = ("id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens",
                "ttft_ms", "e2e_ms")
@@ -50,7 +53,8 @@ class RequestTable:
         return self.finish_s - self.arrival_s
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {
+        """``COLUMNS``, and ``slo_class`` (the class's name) when the run has classes."""
+        columns = {
             "id": np.arange(len(self)),
             "arrival_s": self.arrival_s,
             "first_token_s": self.first_token_s,
@@ -60,6 +64,9 @@ class RequestTable:
             "ttft_ms": self.ttft_s * 1e3,
             "e2e_ms": self.e2e_s * 1e3,
         }
+        if self.slo_class is not None:
+            columns["slo_class"] = np.array(self.slo_names)[self.slo_class]
+        return columns
 
     def to_pandas(self) -> Any:
         """The table as a DataFrame; pandas is an optional extra, not a core dependency."""

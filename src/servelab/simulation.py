@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from servelab.analysis.metrics import hist_stats_ms, stats_ms
+from servelab.analysis.metrics import hist_stats_ms, latency_stats, slo_summary
 from servelab.analysis.stability import (
     Guards,
     RunSeries,
@@ -115,7 +115,8 @@ def resolve_workload(config: SimConfig) -> WorkloadSpec:
     base_dir = Path(config.base_dir) if config.base_dir is not None else None
     return WorkloadSpec.resolve(config.arrivals or DEFAULT_ARRIVALS,
                                 config.prefill or DEFAULT_PREFILL,
-                                config.decode or DEFAULT_DECODE, config.trace, base_dir)
+                                config.decode or DEFAULT_DECODE, config.trace, base_dir,
+                                config.slo)
 
 
 def requested_rate(config: SimConfig, max_rate: float) -> float | None:
@@ -330,20 +331,23 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     # Replicas share the scheduler object: a policy keeps no state between calls (it reads
     # what it needs, a mean batch time say, from the view of the engine that asks).
     engines = [Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
-                      scenario.convention, c.record_batches) for _ in range(c.replicas)]
+                      scenario.convention, c.record_batches,
+                      slo_classes=scenario.spec.slo) for _ in range(c.replicas)]
     horizon = scenario.horizon(w)
     router: Router | None = None
     if c.replicas == 1:
-        rec = run_engine(engines[0], w.arrival, w.prompt, w.output, horizon, c.drain)
+        rec = run_engine(engines[0], w.arrival, w.prompt, w.output, horizon, c.drain,
+                         w.slo_class)
     else:
         # Its own random stream, beside the workload's three (SeedSequence children 0-2).
         rng = np.random.default_rng(np.random.SeedSequence(c.seed).spawn(4)[3])
         router = make_router(c.router or DEFAULT_ROUTER, c.replicas, rng)
         rec = run_engines(engines, router.choose, w.arrival, w.prompt, w.output, horizon,
-                          c.drain)
-    requests = RequestTable(w.arrival[: rec.admitted], rec.first_token[: rec.admitted],
-                            rec.finish[: rec.admitted], w.prompt[: rec.admitted],
-                            w.output[: rec.admitted])
+                          c.drain, w.slo_class)
+    n = rec.admitted
+    requests = RequestTable(w.arrival[:n], rec.first_token[:n], rec.finish[:n], w.prompt[:n],
+                            w.output[:n], None if w.slo_class is None else w.slo_class[:n],
+                            tuple(slo.name for slo in scenario.spec.slo))
     sampled = rec.backlog
     backlog = BacklogSeries(np.asarray(sampled.time), np.asarray(sampled.tokens),
                             np.asarray(sampled.requests))
@@ -353,7 +357,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     verdict = backlog_verdict(series, theory["offered_tokens_per_s"], scenario.guards)
     elapsed = rec.end_time if rec.end_time > 0 else float("nan")
     done = np.isfinite(requests.finish_s)  # every latency statistic: completed requests only
-    latency = _latency_stats(requests, done)
+    latency = latency_stats(requests, done)
     summary: dict[str, Any] = {
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
@@ -384,6 +388,9 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "tbt_ms": hist_stats_ms(rec.tbt_hist, TICKS_PER_S),
         "tpot_ms": latency["tpot_ms"],
         "e2e_ms": latency["e2e_ms"],
+        **(_slo_summary(scenario, rec, requests, done, elapsed) if scenario.spec.slo else {}),
+        "preemptions": rec.preemptions,
+        "recomputed_tokens": rec.recomputed_tokens,
         "servelab_version": _version(),
         "build": build_kind(),  # compiled and pure must agree; say which one produced this
     }
@@ -393,28 +400,15 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     return SimResult(summary, requests, backlog, rec.batches)
 
 
-def _latency_stats(requests: RequestTable, done: np.ndarray) -> dict[str, Any]:
-    """TTFT, TPOT and E2E over completed requests, one array at a time (a run may hold
-    millions: each difference is made in one array and reordered in place)."""
-    arrival, first, finish = requests.arrival_s, requests.first_token_s, requests.finish_s
-    ttft = first[done]
-    ttft -= arrival[done]
-    out = {"ttft_ms": stats_ms(ttft)}
-    del ttft
-    e2e = finish[done]
-    e2e -= arrival[done]
-    out["e2e_ms"] = stats_ms(e2e)
-    del e2e
-    multi = done & (requests.output_tokens > 1)  # TPOT needs a second token
-    tpot = finish[multi]  # (E2E - TTFT) / (D - 1), each from the arrival as above
-    tpot -= arrival[multi]
-    ttft = first[multi]
-    ttft -= arrival[multi]
-    tpot -= ttft
-    del ttft
-    tpot /= requests.output_tokens[multi] - 1
-    out["tpot_ms"] = stats_ms(tpot)
-    return out
+def _slo_summary(scenario: Scenario, rec: RunRecords, requests: RequestTable, done: np.ndarray,
+                 elapsed: float) -> dict[str, Any]:
+    """Per class latencies, SLO attainment and goodput. With one class its TBT gaps are the
+    run's; with more, the engine's per-class histograms (``tbt_ms`` null if it kept none)."""
+    classes = scenario.spec.slo
+    hists: list[dict[int, int] | None] = (
+        [rec.tbt_hist] if len(classes) == 1
+        else list(rec.tbt_by_class) if rec.tbt_by_class is not None else [None] * len(classes))
+    return slo_summary(requests, classes, done, hists, TICKS_PER_S, elapsed)
 
 
 def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload,
@@ -436,7 +430,8 @@ def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload,
         details = verdict.to_dict(capacity)
         out.append({"engine": i, "load": details["realised_load"], **details,
                     "arrived": engine.admitted, "completed": engine.completed,
-                    "iterations": engine.iterations})
+                    "iterations": engine.iterations, "preemptions": engine.preemptions,
+                    "recomputed_tokens": engine.recomputed_tokens})
     return out
 
 

@@ -48,12 +48,13 @@ class Request:
                                    else index(prompt_tokens))
         self.output_tokens: int = (output_tokens if type(output_tokens) is int
                                    else index(output_tokens))
+        #: Its service-level class: an index into the run's table (``view.slo_classes``), 0
+        #: when the run has none.
+        self.slo_class: int = slo_class if type(slo_class) is int else index(slo_class)
         #: Prompt tokens still to prefill; after a recompute preemption, the prompt plus the
         #: output emitted so far.
         self.prefill_left = self.prompt_tokens
         self.status = WAITING
-        #: Index of its SLO class in the run's class table (0 when the run has none).
-        self.slo_class: int = slo_class if type(slo_class) is int else index(slo_class)
 
     @property
     def prefill_computed(self) -> int:
@@ -66,7 +67,7 @@ class Request:
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = (self.id, self.arrival, self.prompt_tokens, self.output_tokens,
-                 self.prefill_left, self.status, self.slo_class)
+                 self.slo_class, self.prefill_left, self.status)
         return _restore, (type(self), state), getattr(self, "__dict__", None)
 
     def __repr__(self) -> str:
@@ -78,7 +79,7 @@ class Request:
 
 def _restore(cls: type[Request], state: tuple[Any, ...]) -> Request:
     """Unpickle: rebuild through ``__init__``, then restore the fields it resets."""
-    id, arrival, prompt, output, prefill_left, status, slo_class = state
+    id, arrival, prompt, output, slo_class, prefill_left, status = state
     req = cls.__new__(cls)
     Request.__init__(req, id, arrival, prompt, output, slo_class)
     req.prefill_left = prefill_left

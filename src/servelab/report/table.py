@@ -32,6 +32,14 @@ def _num(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _ms(seconds: float | None) -> str:
+    return _num(None if seconds is None else seconds * 1e3)
+
+
+def _percent(fraction: float | None) -> str:
+    return f"{fraction:.1%}" if _known(fraction) else "-"
+
+
 def _engine_line(s: dict[str, Any]) -> str:
     kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
     replicas = s.get("replicas")
@@ -142,6 +150,21 @@ def survivors_line(s: dict[str, Any]) -> list[str]:
             "understate what users see"]
 
 
+def _preemptions(s: dict[str, Any]) -> str:
+    """Recompute preemptions, when there were any."""
+    if not s["preemptions"]:
+        return ""
+    return (f", {s['preemptions']:,} preemptions ({s['recomputed_tokens']:,} tokens "
+            "recomputed)")
+
+
+def _latency_rows(label_width: int, labelled: list[tuple[str, dict[str, Any] | None]]
+                  ) -> list[str]:
+    return [f"{label:<{label_width}}" + "".join(
+        f"{_num((stats or {}).get(q)):>10}" for q in ("mean", "p50", "p90", "p99"))
+        for label, stats in labelled]
+
+
 def simulate_text(s: dict[str, Any]) -> str:
     """The human report of one run."""
     lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s), *measured_lines(s)]
@@ -149,18 +172,40 @@ def simulate_text(s: dict[str, Any]) -> str:
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
         f"{_rate(s['throughput']['requests_per_s'])} req/s; {s['completed']:,} completed, "
         f"{s['in_flight']:,} in flight, {s['iterations']:,} iterations, "
-        f"{s['mean_batch_tokens']:.1f} tokens/batch",
+        f"{s['mean_batch_tokens']:.1f} tokens/batch{_preemptions(s)}",
         *engines_lines(s),
         run_line(s),
         *survivors_line(s),
         "",
         f"{'latency (ms)':<14}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
+        *_latency_rows(14, [(label, s[key]) for label, key in LATENCY_ROWS]),
+        *slo_lines(s),
     ]
-    for label, key in LATENCY_ROWS:
-        stats = s[key] or {}
-        lines.append(f"{label:<14}" + "".join(
-            f"{_num(stats.get(q)):>10}" for q in ("mean", "p50", "p90", "p99")))
     return "\n".join(lines)
+
+
+SLO_COLUMNS = (("SLO class", ""), ("share", ""), ("TBT target", "ms"), ("TTFT target", "ms"),
+               ("arrived", "requests"), ("completed", "requests"), ("met SLO", "completed"),
+               ("goodput", "req/s"))
+
+
+def slo_lines(s: dict[str, Any]) -> list[str]:
+    """With service-level classes: each class's targets, attainment and goodput, then its
+    latencies (TBT shows "-" where the engine kept no per-class gaps)."""
+    if "classes" not in s:
+        return []
+    rows = [[c["name"], f"{c['probability']:.3g}", _ms(c["tbt_target_s"]),
+             _ms(c["ttft_target_s"]), f"{c['arrived']:,}", f"{c['completed']:,}",
+             _percent(c["slo_attainment"]), _rate(c["goodput_requests_per_s"])]
+            for c in s["classes"]]
+    rows.append(["all", "", "", "", f"{s['arrived']:,}", f"{s['completed']:,}",
+                 _percent(s["slo_attainment"]), _rate(s["goodput_requests_per_s"])])
+    width = max(len(c["name"]) for c in s["classes"]) + 7
+    labelled = [(f"{c['name'] if i == 0 else '':<{width - 5}}{label}", c[key])
+                for c in s["classes"] for i, (label, key) in enumerate(LATENCY_ROWS)]
+    return ["", *_table(SLO_COLUMNS, rows), "",
+            f"{'latency (ms)':<{width}}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
+            *_latency_rows(width, labelled)]
 
 
 #: (name, unit) of each column; the unit goes on a second header line, so that a column is
@@ -193,12 +238,10 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
              "measured  each verdict is read from the second half of its own run"
              + (" (auto: grown until the verdict was confident)" if auto else "")
              + "; latencies over completed requests", ""]
-    rows = [_compare_row(s) for s in summaries]
-    names, units = zip(*COMPARE_COLUMNS, strict=True)
-    widths = [max(len(name), len(unit), *(len(row[i]) for row in rows))
-              for i, (name, unit) in enumerate(COMPARE_COLUMNS)]
-    lines += [_row(names, widths), _row(units, widths), _row(["-" * w for w in widths], widths)]
-    lines += [_row(row, widths) for row in rows]
+    lines += _table(COMPARE_COLUMNS, [_compare_row(s) for s in summaries])
+    if "classes" in first:
+        lines += ["", *_table(COMPARE_SLO_COLUMNS, [
+            row for s in summaries for row in _compare_slo_rows(s)], left=2)]
     notes = [f"{s['scheduler']}: {s['verdict_reason']}" for s in summaries
              if s["verdict"] == "inconclusive"]
     diverging = [s for s in summaries if survivors_line(s)]
@@ -211,10 +254,43 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    """The first cell left-aligned, the rest right-aligned, two spaces apart."""
-    first, *rest = zip(cells, widths, strict=True)
-    return (f"{first[0]:<{first[1]}}" + "".join(f"  {c:>{w}}" for c, w in rest)).rstrip()
+COMPARE_SLO_COLUMNS = (
+    ("scheduler", ""), ("SLO class", ""), ("completed", "requests"), ("met SLO", "completed"),
+    ("goodput", "req/s"), ("TTFT p50", "ms"), ("TTFT p99", "ms"), ("TBT p50", "ms"),
+    ("TBT p99", "ms"), ("TPOT p99", "ms"),
+)
+
+
+def _compare_slo_rows(s: dict[str, Any]) -> list[list[str]]:
+    """One row per class of one scheduler, then all its requests together."""
+    def q(stats: dict[str, float] | None, name: str) -> str:
+        return _num((stats or {}).get(name))
+
+    everyone = {"name": "all", "completed": s["completed"],
+                **{k: s[k] for k in ("slo_attainment", "goodput_requests_per_s", "ttft_ms",
+                                     "tbt_ms", "tpot_ms")}}
+    return [[s["scheduler"] if i == 0 else "", c["name"], f"{c['completed']:,}",
+             _percent(c["slo_attainment"]), _rate(c["goodput_requests_per_s"]),
+             q(c["ttft_ms"], "p50"), q(c["ttft_ms"], "p99"), q(c["tbt_ms"], "p50"),
+             q(c["tbt_ms"], "p99"), q(c["tpot_ms"], "p99")]
+            for i, c in enumerate([*s["classes"], everyone])]
+
+
+def _table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]],
+           left: int = 1) -> list[str]:
+    """A header of names, a line of units, a rule, then the rows; each column as wide as its
+    widest cell, the first ``left`` columns (names) left-aligned and the numbers right."""
+    names, units = zip(*columns, strict=True)
+    widths = [max(len(name), len(unit), *(len(row[i]) for row in rows))
+              for i, (name, unit) in enumerate(columns)]
+    return [_row(line, widths, left) for line in
+            (names, units, ["-" * w for w in widths], *rows)]
+
+
+def _row(cells: Sequence[str], widths: Sequence[int], left: int = 1) -> str:
+    """Cells two spaces apart: the first ``left`` left-aligned, the rest right-aligned."""
+    return "  ".join(f"{c:<{w}}" if i < left else f"{c:>{w}}"
+                     for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
 
 def presets_text(rows: Sequence[dict[str, Any]]) -> str:

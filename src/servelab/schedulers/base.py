@@ -16,6 +16,7 @@ from mypy_extensions import mypyc_attr
 from servelab.core.batch import Batch
 from servelab.core.kv import KVCache
 from servelab.core.request import Request
+from servelab.core.slo import SloClass
 from servelab.schedulers.memory import MemoryRoom
 
 
@@ -58,6 +59,10 @@ class EngineView(Protocol):
     @property
     def mean_batch_s(self) -> float:
         """The mean duration of every batch so far (0 before the first)."""
+    @property
+    def slo_classes(self) -> tuple[SloClass, ...]:
+        """The run's service-level classes, indexed by ``Request.slo_class`` (empty: none),
+        so a policy can read a request's targets (SLAI orders decodes by TBT deadline)."""
     def shortest_waiting(self) -> Iterator[Request]:
         """Waiting requests: begun prefills first (in the order they began), then the others
         shortest prompt first, then oldest first."""

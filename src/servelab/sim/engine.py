@@ -137,6 +137,7 @@ class Engine:
         convention: Convention | str = "paper",
         record_batches: bool = False,
         kv: KVCache | None = None,
+        slo_classes: tuple[Any, ...] = (),
     ) -> None:
         if not isinstance(convention, Convention):
             convention = Convention.named(convention)
@@ -176,8 +177,9 @@ class Engine:
         # ``_parked``), and the transfer time the batch being formed pays.
         self._swapped: deque[Request] = deque()
         self._transfer_s = 0.0
-        #: The run's SLO classes, for policies that read a request's targets.
-        self.slo_classes: tuple[Any, ...] = ()
+        #: The run's SLO classes (``core.slo.SloClass``), for policies that read a request's
+        #: targets: ``slo_classes[req.slo_class]``.
+        self.slo_classes = slo_classes
         self.observers: list[BatchObserver] = []
         self.batches: list[BatchRecord] | None = [] if record_batches else None
         # The view a scheduler reads: plain attributes, refreshed before each batch, because a

@@ -105,19 +105,23 @@ class Arrivals(Source):
     """A workload's requests in arrival order, made when their time comes.
 
     The arrays are read ``CHUNK`` at a time as Python numbers: fast to index, and memory for
-    one chunk only, whatever the run's length.
+    one chunk only, whatever the run's length. ``slo_class`` (None: every request in class 0)
+    gives each request its service-level class.
     """
 
-    def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray) -> None:
+    def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                 slo_class: np.ndarray | None = None) -> None:
         self._arrival = arrival
         self._prompt = prompt
         self._output = output
+        self._slo_class = slo_class
         self._count = len(arrival)
         self.made = 0  # requests made so far, the next one's id
         self._base = 0  # id of the chunk's first request
         self._t: list[float] = []
         self._p: list[int] = []
         self._o: list[int] = []
+        self._c: list[int] | None = None  # the chunk's classes, when the run has classes
         self._next = math.inf
         self._load()
 
@@ -127,12 +131,16 @@ class Arrivals(Source):
         self._t = self._arrival[start:stop].tolist()
         self._p = self._prompt[start:stop].tolist()
         self._o = self._output[start:stop].tolist()
+        if self._slo_class is not None:
+            self._c = self._slo_class[start:stop].tolist()
         self._next = self._t[0] if self._t else math.inf
 
     def _take(self) -> Request:
         """The next request (its arrival time is ``_next``)."""
         j = self.made - self._base
-        req = Request(self.made, self._next, self._p[j], self._o[j])
+        c = self._c
+        req = (Request(self.made, self._next, self._p[j], self._o[j]) if c is None
+               else Request(self.made, self._next, self._p[j], self._o[j], c[j]))
         self.made += 1
         j += 1
         if j < len(self._t):
@@ -153,8 +161,8 @@ class RoutedArrivals(Arrivals):
     front of several engines)."""
 
     def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                 dispatch: Dispatch) -> None:
-        super().__init__(arrival, prompt, output)
+                 dispatch: Dispatch, slo_class: np.ndarray | None = None) -> None:
+        super().__init__(arrival, prompt, output, slo_class)
         self._dispatch = dispatch
 
     def fire(self) -> None:
@@ -167,8 +175,8 @@ class Feed(Arrivals):
     would see anyway. Only an idle engine needs an event to wake it."""
 
     def __init__(self, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                 process: EngineProcess) -> None:
-        super().__init__(arrival, prompt, output)
+                 process: EngineProcess, slo_class: np.ndarray | None = None) -> None:
+        super().__init__(arrival, prompt, output, slo_class)
         self._process = process
         process.feed = self
 
@@ -241,6 +249,8 @@ class EngineRecords:
     decode_tokens: int
     admitted: int
     completed: int
+    preemptions: int
+    recomputed_tokens: int  # prompt and output tokens prefilled again after a preemption
     backlog: BacklogSampler
     batches: list[BatchRecord] | None = field(default=None)
 
@@ -259,6 +269,8 @@ class RunRecords:
     completed: int
     #: Which engine each request went to (several engines only).
     assigned: ndarray | None = None
+    #: One TBT histogram per service-level class, when the run has two or more classes.
+    tbt_by_class: list[dict[int, int]] | None = None
 
     @property
     def iterations(self) -> int:
@@ -277,16 +289,26 @@ class RunRecords:
         return sum(e.busy_s for e in self.engines)
 
     @property
+    def preemptions(self) -> int:
+        return sum(e.preemptions for e in self.engines)
+
+    @property
+    def recomputed_tokens(self) -> int:
+        return sum(e.recomputed_tokens for e in self.engines)
+
+    @property
     def batches(self) -> list[BatchRecord] | None:
         """The batches of a one-engine run, when recorded."""
         return self.engines[0].batches if len(self.engines) == 1 else None
 
 
 def run_engine(engine: Engine, arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-               horizon: float, drain: bool = False) -> RunRecords:
+               horizon: float, drain: bool = False,
+               slo_class: np.ndarray | None = None) -> RunRecords:
     """One engine on its own: every request goes to it."""
     return run_engines([engine], None, np.asarray(arrival), np.asarray(prompt),
-                       np.asarray(output), horizon, drain)
+                       np.asarray(output), horizon, drain,
+                       None if slo_class is None else np.asarray(slo_class))
 
 
 def run_engines(
@@ -297,16 +319,23 @@ def run_engines(
     output: np.ndarray,
     horizon: float,
     drain: bool = False,
+    slo_class: np.ndarray | None = None,
 ) -> RunRecords:
     """Simulate ``engines`` (fresh ones; they share one ``RequestRecords``) on the requests
     given, sorted by arrival, until ``horizon`` (the run stops at the first batch end at or
     after it), or with ``drain`` until every request finishes. ``choose(req, board)`` is the
     router's decision at each arrival, from the engines' loads; None feeds a single engine
-    directly."""
+    directly. ``slo_class`` is each request's service-level class (None: all in class 0)."""
     if len(arrival) and (int(np.min(prompt)) < 1 or int(np.min(output)) < 1):
         raise ValueError("every request needs at least 1 prompt and 1 output token")
+    if slo_class is not None and (len(slo_class) != len(arrival)
+                                  or (len(slo_class) and int(np.min(slo_class)) < 0)):
+        raise ValueError("slo_class needs one class index >= 0 per request")
     loop = Loop()
-    records = RequestRecords(len(arrival))
+    classes = len(engines[0].slo_classes)
+    if slo_class is not None and len(slo_class):
+        classes = max(classes, int(np.max(slo_class)) + 1)
+    records = RequestRecords(len(arrival), classes)
     for engine in engines:
         engine.use_records(records)
     processes = [EngineProcess(loop, e, horizon, drain) for e in engines]
@@ -321,10 +350,10 @@ def run_engines(
     if choose is None:
         if len(processes) != 1:
             raise ValueError("several engines need a router")
-        source = Feed(arrival, prompt, output, processes[0])
+        source = Feed(arrival, prompt, output, processes[0], slo_class)
     else:
         dispatch = Dispatch(choose, processes, len(arrival))
-        source = RoutedArrivals(arrival, prompt, output, dispatch)
+        source = RoutedArrivals(arrival, prompt, output, dispatch, slo_class)
     loop.add_source(source)
     # Nothing a run allocates forms a cycle that outlives it, and the collector's passes over
     # millions of young requests cost more than a tenth of the run: pause it meanwhile.
@@ -346,6 +375,8 @@ def run_engines(
             decode_tokens=e.processed_tokens - e.prefill_tokens,
             admitted=e.admitted,
             completed=e.admitted - e.outstanding,
+            preemptions=e.preemptions,
+            recomputed_tokens=e.recomputed_tokens,
             backlog=sampler,
             batches=e.batches,
         )
@@ -356,6 +387,8 @@ def run_engines(
         first_token=np.frombuffer(records.first_token, dtype=np.float64)[:admitted],
         finish=np.frombuffer(records.finish, dtype=np.float64)[:admitted],
         tbt_hist=dict(records.tbt),
+        tbt_by_class=(None if records.tbt_by_class is None
+                      else [dict(hist) for hist in records.tbt_by_class]),
         backlog=total,
         engines=per_engine,
         end_time=end,

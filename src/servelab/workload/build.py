@@ -2,8 +2,9 @@
 
 A ``WorkloadSpec`` is resolved before the rate is known, because ``--load`` needs the mean
 lengths (theory) to turn a fraction of capacity into requests per second. Generation then draws
-arrivals, prompt lengths and output lengths from three independent streams of one seed, so every
-scheduler in a comparison sees exactly the same requests (``RequestStream``).
+arrivals, prompt lengths and output lengths from three independent streams of one seed, and
+service-level classes, when there are any, from a stream of their own, so every scheduler in a
+comparison sees exactly the same requests (``RequestStream``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from servelab.core.slo import SloClass
 from servelab.errors import ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
@@ -24,11 +26,13 @@ from servelab.workload.trace import Trace, load_trace
 
 @dataclass(frozen=True)
 class Workload:
-    """Requests sorted by arrival: times (s), prompt and output token counts."""
+    """Requests sorted by arrival: times (s), prompt and output token counts, and each one's
+    service-level class (an index into the spec's ``slo``; None when there are no classes)."""
 
     arrival: np.ndarray
     prompt: np.ndarray
     output: np.ndarray
+    slo_class: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -36,26 +40,30 @@ class Workload:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """Either synthetic (arrival process + two length distributions) or a trace."""
+    """Either synthetic (arrival process + two length distributions) or a trace; either one
+    mixed with service-level classes (``slo``, empty for none)."""
 
     arrivals: ArrivalProcess | None = None
     prefill: LengthDist | None = None
     decode: LengthDist | None = None
     trace: Trace | None = None
+    slo: tuple[SloClass, ...] = ()
 
     @classmethod
     def resolve(
-        cls, arrivals: str, prefill: str, decode: str, trace: str | None, base_dir: Path | None
+        cls, arrivals: str, prefill: str, decode: str, trace: str | None, base_dir: Path | None,
+        slo: tuple[SloClass, ...] = (),
     ) -> WorkloadSpec:
         if trace is not None:
             path = Path(trace)
             if base_dir is not None and not path.is_absolute():
                 path = base_dir / path
-            return cls(trace=load_trace(path))
+            return cls(trace=load_trace(path), slo=slo)
         return cls(
             arrivals=parse_arrivals(arrivals),
             prefill=parse_lengths(prefill, "prefill", base_dir),
             decode=parse_lengths(decode, "decode", base_dir),
+            slo=slo,
         )
 
     @property
@@ -89,12 +97,20 @@ class RequestStream:
 
     Arrivals, prompt lengths and output lengths come from three independent streams of one
     seed, each drawn in fixed blocks (``chunks``), so ``--requests auto``, which grows a run
-    step by step, sees exactly the requests ``--requests N`` would.
+    step by step, sees exactly the requests ``--requests N`` would. Classes come from a fifth
+    stream of the seed (the fourth is the router's), drawn for a trace's rows the same way:
+    adding classes moves no arrival and no length.
     """
 
     def __init__(self, spec: WorkloadSpec, rate: float | None, seed: int) -> None:
         self.spec = spec
         self._trace: Workload | None = None
+        self._classes: Chunked | None = None
+        if spec.slo:
+            class_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
+            cumulative = np.cumsum([c.probability for c in spec.slo])
+            cumulative[-1] = 1.0  # the sum may miss 1 by rounding; no draw may fall past it
+            self._classes = Chunked(lambda _, size: draw_classes(class_rng, cumulative, size))
         if spec.trace is not None:
             trace = spec.trace if rate is None else spec.trace.scaled_to(rate)
             self._trace = Workload(trace.arrived_at, trace.prefill, trace.decode)
@@ -113,7 +129,9 @@ class RequestStream:
         """The first ``count`` requests (all of a shorter trace)."""
         if self._trace is not None:
             t = self._trace
-            return Workload(t.arrival[:count], t.prompt[:count], t.output[:count])
+            count = min(count, len(t))
+            return Workload(t.arrival[:count], t.prompt[:count], t.output[:count],
+                            self._first_classes(count))
         return self._with_lengths(self._arrivals.first(count))
 
     def until(self, duration: float) -> Workload:
@@ -123,8 +141,17 @@ class RequestStream:
 
     def _with_lengths(self, times: np.ndarray) -> Workload:
         n = len(times)
-        return Workload(times, self._prompt.first(n), self._output.first(n))
+        return Workload(times, self._prompt.first(n), self._output.first(n),
+                        self._first_classes(n))
 
+    def _first_classes(self, count: int) -> np.ndarray | None:
+        return None if self._classes is None else self._classes.first(count)
+
+
+def draw_classes(rng: np.random.Generator, cumulative: np.ndarray, size: int) -> np.ndarray:
+    """``size`` class indices, class i with probability ``cumulative[i] - cumulative[i - 1]``
+    (a uniform draw falls in its share of [0, 1); a class of probability 0 has none)."""
+    return np.searchsorted(cumulative, rng.random(size), side="right").astype(np.uint8)
 
 
 def warn_if_unrepresentative(spec: WorkloadSpec, workload: Workload) -> None:

@@ -9,6 +9,7 @@ The library calls a notebook makes are the ones the CLI makes::
 
 from servelab.config import SimConfig
 from servelab.errors import ConfigError, ConfigWarning
+from servelab.search import capacity_search
 from servelab.simulation import CompareResult, capacity, compare, prepare, simulate
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "SimConfig",
     "__version__",
     "capacity",
+    "capacity_search",
     "compare",
     "prepare",
     "simulate",

@@ -19,16 +19,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from servelab.analysis.criteria import parse_criteria
 from servelab.config import SimConfig
 from servelab.core.convention import CONVENTIONS
 from servelab.errors import ConfigError, ConfigWarning, SchedulerError
 from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import check_plot_path, plot_backlog
+from servelab.report.search import capacity_search_text, probe_line
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
 from servelab.schedulers import SCHEDULERS, options_type
+from servelab.search import DEFAULT_SEEDS, DEFAULT_TOLERANCE, capacity_search
 from servelab.simulation import CompareResult, capacity, compare, simulate
 from servelab.timing.presets import list_presets
+from servelab.values import to_float, to_int
 
 DEFAULT_COMPARE_LOAD = 0.9
 DEFAULT_PLOT = "servelab-compare.png"
@@ -99,6 +103,31 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                  "scheduler.kp=4 (repeatable; wins over a flag)")
 
 
+def _simulate_flags(p: argparse.ArgumentParser) -> None:
+    """What a single simulation takes: a scheduler, the engine and workload, the run."""
+    p.add_argument("--scheduler", metavar="S", help=f"one of {', '.join(SCHEDULERS)}")
+    _workload_flags(p)
+    _run_flags(p)
+
+
+CRITERIA_HELP = """criteria, --criterion C (repeatable; all must hold for every seed):
+  stable                the stability verdict is stable (and the theory agrees)
+  METRIC<=SECONDS       METRIC: {ttft,tbt,tpot,e2e}_{mean,p50,p90,p99}, also <
+  METRIC<=slo           ttft_* and tbt_*: every SLO class within its own target
+  slo_attainment>=X     every SLO class has at least X of its requests within targets, also >"""
+
+
+def _search_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--criterion", metavar="C", action="append", required=True,
+                   help="what every run must meet, e.g. stable, ttft_p50<=0.5 or tbt_p99<=slo "
+                   "(repeatable; below)")
+    g.add_argument("--seeds", metavar="N", help=f"seeds per rate: --seed S to S+N-1 (default "
+                   f"{DEFAULT_SEEDS}); a rate passes only if every seed meets every criterion")
+    g.add_argument("--tolerance", metavar="T", help="stop when the bracket's high end is "
+                   f"within T of its low end, relative (default {DEFAULT_TOLERANCE})")
+
+
 def _set_flag(p: argparse.ArgumentParser, text: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=text)
 
@@ -140,9 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("simulate", help="simulate one scheduler", epilog=epilog,
                        formatter_class=formatter)
-    p.add_argument("--scheduler", metavar="S", help=f"one of {', '.join(SCHEDULERS)}")
-    _workload_flags(p)
-    _run_flags(p)
+    _simulate_flags(p)
+    _output_flags(p)
+
+    p = sub.add_parser("capacity-search", help="the largest rate that meets every criterion, "
+                       "over several seeds", epilog=f"{CRITERIA_HELP}\n\n{epilog}",
+                       formatter_class=formatter)
+    _simulate_flags(p)
+    _search_flags(p)
     _output_flags(p)
 
     p = sub.add_parser("compare", help="simulate several schedulers on the same requests "
@@ -162,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_CONFIG = {"command", "json", "out", "plot", "file", "set"}
+_NOT_CONFIG = {"command", "json", "out", "plot", "file", "set", "criterion", "seeds",
+               "tolerance"}
 
 
 def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None,
@@ -282,6 +317,26 @@ def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> No
     _save_then_emit(writes, report)
 
 
+def cmd_capacity_search(args: argparse.Namespace) -> None:
+    config = _config_from_args(args)
+    criteria = parse_criteria(args.criterion)  # before anything runs
+    seeds = DEFAULT_SEEDS if args.seeds is None else to_int("seeds", args.seeds)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else to_float("tolerance",
+                                                                          args.tolerance)
+    out = _path(args.out, "out")
+    if out is not None:
+        check_out_dir(out)
+    result = capacity_search(config, criteria, seeds=seeds, tolerance=tolerance,
+                             on_probe=lambda probe: _progress(probe_line(probe)))
+    text = to_json(result)
+
+    def save(directory: Path) -> None:
+        (directory / "capacity_search.json").write_text(text + "\n")
+
+    writes = [] if out is None else [lambda: write_atomically(out, save)]
+    _save_then_emit(writes, lambda saved: text if args.json else capacity_search_text(result))
+
+
 def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> None:
     (directory / "compare.json").write_text(to_json(result.summaries) + "\n")
     for r in result.results:
@@ -308,7 +363,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"presets": cmd_presets, "capacity": cmd_capacity, "simulate": cmd_simulate,
-            "compare": cmd_compare, "run": cmd_run}
+            "compare": cmd_compare, "run": cmd_run, "capacity-search": cmd_capacity_search}
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

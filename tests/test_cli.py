@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from servelab.build import build_kind
+from servelab.workload.lengths import parse_lengths
 
 SMALL = ["--rate", "10", "--requests", "300", "--seed", "1"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +139,19 @@ def test_simulate_json_contract() -> None:
     assert s["verdict"] in ("stable", "unstable", "inconclusive")
     assert s["convention"] == "engine"
     assert s["completed"] + s["in_flight"] == 300
+
+
+def test_simulate_draws_sharegpt_pairs() -> None:
+    args = ["simulate", "--prefill", "sharegpt", "--decode", "sharegpt", "--load", "0.5",
+            "--requests", "2000"]
+    proc = run(*args, "--json")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    s = json.loads(proc.stdout)
+    assert s["workload"]["prefill"] == s["workload"]["decode"] == "sharegpt"
+    assert s["arrived"] == 2000
+    assert s["mean_prefill_tokens"] == parse_lengths("sharegpt", "prefill").mean
+    assert s["mean_decode_tokens"] == parse_lengths("sharegpt", "decode").mean
+    assert "prefill sharegpt, decode sharegpt; mean 110.5 + 300.4 tokens" in run(*args).stdout
 
 
 def test_simulate_table_prints_theory_beside_measurement() -> None:
@@ -332,6 +346,11 @@ BAD_INPUTS = [
     (["simulate", "--rate", "1", "--max-requests", "0"], "max_requests"),
     (["simulate", "--load", "0.9", "--max-requests", "1"], "max_requests"),
     (["simulate", "--rate", "1", "--scheduler", "vllm", "--prefill", "600"], "prefill"),
+    (["simulate", "--rate", "1", "--prefill", "sharegpt:max_prompt=0"], "prefill"),
+    (["simulate", "--rate", "1", "--prefill", "sharegpt:max_total=99", "--decode",
+      "sharegpt:max_total=98"], "decode"),
+    (["simulate", "--rate", "1", "--set", "workload.decode=sharegpt:bogus=1"],
+     "workload.decode"),
     (["simulate", "--rate", "1", "--bogus"], "arguments"),
     (["capacity", "--preset-file", "/nonexistent.yaml"], "preset-file"),
     (["capacity", "--budget", "2000000", "--kmax", "8", "--rate", "1"], "budget"),

@@ -44,6 +44,10 @@ CANONICAL = [
     ("uniform:16, 512", "uniform:16,512"),
     ("lognormal:mean=300,sigma=1.0", "lognormal:mean=300,sigma=1"),
     ("lognormal:sigma=0.5, median=2", "lognormal:median=2,sigma=0.5"),
+    (" ShareGPT: ", "sharegpt"),
+    ("sharegpt:max_prompt=1024,max_output=none", "sharegpt"),  # the defaults, written out
+    ("sharegpt: max_total = 4096 ", "sharegpt:max_total=4096"),
+    ("sharegpt:max_total=none,min_prompt=1", "sharegpt:min_prompt=1,max_total=none"),
 ]
 
 
@@ -149,6 +153,15 @@ BAD_LENGTHS = [
     ("lognormal:mean=300", "exactly one of mean/median"),
     ("lognormal:mode=3,sigma=1", "takes mean=M"),
     ("csv:nofile.csv", "csv:PATH#COLUMN"),
+    ("sharegpt:foo=3", "got 'foo=3'"),
+    ("sharegpt:max_total", "got 'max_total'"),
+    ("sharegpt:max_total=9,max_total=10", "max_total given twice"),
+    ("sharegpt:max_prompt=abc", "max_prompt must be an integer or none, got 'abc'"),
+    ("sharegpt:min_prompt=none", "min_prompt must be an integer, got 'none'"),
+    ("sharegpt:min_output=0", "min_output must be >= 1, got 0"),
+    ("sharegpt:max_output=2.5", "must be an integer or none"),
+    ("sharegpt:min_prompt=9,max_prompt=8", "max_prompt=8 is below min_prompt=9"),
+    ("sharegpt:max_total=7", "keeps none of the 11,128 pairs"),
 ]
 
 

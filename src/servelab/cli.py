@@ -70,7 +70,8 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate", metavar="R", help="arrival rate, requests per second")
     g.add_argument("--load", metavar="X", help="arrival rate as a fraction of capacity")
     g.add_argument("--prefill", metavar="L", help="prompt lengths: 129, poisson:32, "
-                   "uniform:16,512, geometric:50, lognormal:mean=300,sigma=1, csv:FILE#COL")
+                   "uniform:16,512, geometric:50, lognormal:mean=300,sigma=1, csv:FILE#COL, "
+                   "sharegpt (with --decode sharegpt: real prompt/output pairs)")
     g.add_argument("--decode", metavar="L", help="output lengths, same forms as --prefill")
     g.add_argument("--trace", metavar="FILE",
                    help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")

@@ -4,24 +4,30 @@ A ``WorkloadSpec`` is resolved before the rate is known, because ``--load`` need
 lengths (theory) to turn a fraction of capacity into requests per second. Generation then draws
 arrivals, prompt lengths and output lengths from three independent streams of one seed, and
 service-level classes, when there are any, from a stream of their own, so every scheduler in a
-comparison sees exactly the same requests (``RequestStream``).
+comparison sees exactly the same requests (``RequestStream``). ShareGPT on both sides draws
+(prompt, output) rows jointly, on the prompt lengths' stream.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from servelab.core.slo import SloClass
-from servelab.errors import ConfigWarning
+from servelab.errors import ConfigError, ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
-from servelab.workload.lengths import Fixed, LengthDist, parse_lengths
+from servelab.workload.lengths import Fixed, LengthDist, ShareGPT, draw_rows, parse_lengths
+from servelab.workload.sharegpt import Pairs, merge_filters, pairs
 from servelab.workload.trace import Trace, load_trace
+
+#: The lengths of the first n requests: (prompt tokens, output tokens).
+LengthStream = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,12 @@ class WorkloadSpec:
     trace: Trace | None = None
     slo: tuple[SloClass, ...] = ()
 
+    def __post_init__(self) -> None:
+        if (isinstance(self.prefill, ShareGPT) and isinstance(self.decode, ShareGPT)
+                and self.prefill.pair_filter != self.decode.pair_filter):
+            raise ConfigError("decode", f"{self.decode.spec} and prefill's {self.prefill.spec} "
+                                        "filter different pairs; a joint draw needs one filter")
+
     @classmethod
     def resolve(
         cls, arrivals: str, prefill: str, decode: str, trace: str | None, base_dir: Path | None,
@@ -59,12 +71,16 @@ class WorkloadSpec:
             if base_dir is not None and not path.is_absolute():
                 path = base_dir / path
             return cls(trace=load_trace(path), slo=slo)
-        return cls(
-            arrivals=parse_arrivals(arrivals),
-            prefill=parse_lengths(prefill, "prefill", base_dir),
-            decode=parse_lengths(decode, "decode", base_dir),
-            slo=slo,
-        )
+        prompts, outputs = _paired(parse_lengths(prefill, "prefill", base_dir),
+                                   parse_lengths(decode, "decode", base_dir))
+        return cls(arrivals=parse_arrivals(arrivals), prefill=prompts, decode=outputs, slo=slo)
+
+    @property
+    def joint(self) -> Pairs | None:
+        """The (prompt, output) rows drawn together, when both sides are ShareGPT."""
+        if isinstance(self.prefill, ShareGPT) and isinstance(self.decode, ShareGPT):
+            return pairs(self.prefill.pair_filter)
+        return None
 
     @property
     def mean_prompt(self) -> float:
@@ -97,9 +113,10 @@ class RequestStream:
 
     Arrivals, prompt lengths and output lengths come from three independent streams of one
     seed, each drawn in fixed blocks (``chunks``), so ``--requests auto``, which grows a run
-    step by step, sees exactly the requests ``--requests N`` would. Classes come from a fifth
-    stream of the seed (the fourth is the router's), drawn for a trace's rows the same way:
-    adding classes moves no arrival and no length.
+    step by step, sees exactly the requests ``--requests N`` would. Joint ShareGPT rows are
+    drawn the same way, on the prompt lengths' stream. Classes come from a fifth stream of the
+    seed (the fourth is the router's), drawn for a trace's rows the same way: adding classes
+    moves no arrival and no length.
     """
 
     def __init__(self, spec: WorkloadSpec, rate: float | None, seed: int) -> None:
@@ -120,10 +137,8 @@ class RequestStream:
         arrival_rng, prompt_rng, output_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
         )
-        prefill, decode = spec.prefill, spec.decode
         self._arrivals = ArrivalStream(spec.arrivals, arrival_rng, rate)
-        self._prompt = Chunked(lambda _, size: prefill.sample(prompt_rng, size))
-        self._output = Chunked(lambda _, size: decode.sample(output_rng, size))
+        self._lengths = _length_stream(spec, prompt_rng, output_rng)
 
     def first(self, count: int) -> Workload:
         """The first ``count`` requests (all of a shorter trace)."""
@@ -141,8 +156,7 @@ class RequestStream:
 
     def _with_lengths(self, times: np.ndarray) -> Workload:
         n = len(times)
-        return Workload(times, self._prompt.first(n), self._output.first(n),
-                        self._first_classes(n))
+        return Workload(times, *self._lengths(n), self._first_classes(n))
 
     def _first_classes(self, count: int) -> np.ndarray | None:
         return None if self._classes is None else self._classes.first(count)
@@ -152,6 +166,33 @@ def draw_classes(rng: np.random.Generator, cumulative: np.ndarray, size: int) ->
     """``size`` class indices, class i with probability ``cumulative[i] - cumulative[i - 1]``
     (a uniform draw falls in its share of [0, 1); a class of probability 0 has none)."""
     return np.searchsorted(cumulative, rng.random(size), side="right").astype(np.uint8)
+
+
+def _paired(prefill: LengthDist, decode: LengthDist) -> tuple[LengthDist, LengthDist]:
+    """ShareGPT on both sides: one filter, combined from the settings either side wrote."""
+    if isinstance(prefill, ShareGPT) and isinstance(decode, ShareGPT):
+        shared = merge_filters(dict(prefill.written), dict(decode.written))
+        return replace(prefill, pair_filter=shared), replace(decode, pair_filter=shared)
+    return prefill, decode
+
+
+def _length_stream(spec: WorkloadSpec, prompt_rng: np.random.Generator,
+                   output_rng: np.random.Generator) -> LengthStream:
+    """Prompt and output lengths: two independent draws, or joint rows of one table."""
+    joint = spec.joint
+    if joint is not None:
+        rows = Chunked(lambda _, size: draw_rows(prompt_rng, len(joint), size))
+
+        def joint_lengths(n: int) -> tuple[np.ndarray, np.ndarray]:
+            picked = rows.first(n)
+            return joint.prompt[picked], joint.output[picked]
+
+        return joint_lengths
+    prefill, decode = spec.prefill, spec.decode
+    assert prefill is not None and decode is not None
+    prompts = Chunked(lambda _, size: prefill.sample(prompt_rng, size))
+    outputs = Chunked(lambda _, size: decode.sample(output_rng, size))
+    return lambda n: (prompts.first(n), outputs.first(n))
 
 
 def warn_if_unrepresentative(spec: WorkloadSpec, workload: Workload) -> None:

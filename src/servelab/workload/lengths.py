@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from servelab.errors import ConfigError
+from servelab.workload.sharegpt import NAME as SHAREGPT
+from servelab.workload.sharegpt import PairFilter, pairs, parse_filter
 from servelab.workload.trace import read_csv
 
 KNOWN = (
     "an integer (fixed length), poisson:MEAN, geometric:MEAN, uniform:LO,HI, "
-    "lognormal:mean=M,sigma=S, lognormal:median=M,sigma=S, csv:PATH#COLUMN"
+    "lognormal:mean=M,sigma=S, lognormal:median=M,sigma=S, csv:PATH#COLUMN, "
+    "sharegpt[:KEY=N,...]"
 )
 
 # Upper-tail z with P(Z > z) = 1e-12: the lognormal mean sums survival terms up to there.
@@ -224,9 +227,37 @@ class Lognormal(LengthDist):
         return np.rint(rng.lognormal(self.mu, self.sigma, n))
 
 
+def draw_rows(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """``n`` row indices uniform on [0, rows), with replacement: how every resampled length
+    picks its values, so a joint draw of ShareGPT pairs on a stream gives the same prompts as
+    the prompt column's own draw on it."""
+    return rng.integers(0, rows, size=n)
+
+
+class Resampled(LengthDist):
+    """Uniform resampling, with replacement, of a fixed population: its mean is exact."""
+
+    @property
+    @abstractmethod
+    def population(self) -> np.ndarray:
+        """The values drawn from, each >= 1."""
+
+    @property
+    def mean(self) -> float:
+        return float(self.population.mean())
+
+    @property
+    def max_value(self) -> int:
+        return int(self.population.max())
+
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        population = self.population
+        return population[draw_rows(rng, len(population), n)]
+
+
 @dataclass(frozen=True)
-class Empirical(LengthDist):
-    """Uniform resampling (with replacement) of a CSV column, zeros clipped to 1."""
+class Empirical(Resampled):
+    """A CSV column, zeros clipped to 1."""
 
     path: str
     column: str
@@ -237,15 +268,31 @@ class Empirical(LengthDist):
         return f"csv:{self.path}#{self.column}"
 
     @property
-    def mean(self) -> float:
-        return float(self.values.mean())
+    def population(self) -> np.ndarray:
+        return self.values
+
+
+@dataclass(frozen=True)
+class ShareGPT(Resampled):
+    """One column (``prompt`` or ``output``) of the ShareGPT pairs that ``pair_filter`` keeps.
+
+    ``written`` holds the filter settings the spec wrote, so that two sides drawing pairs
+    jointly can combine them (``sharegpt.merge_filters``).
+    """
+
+    column: str
+    pair_filter: PairFilter
+    written: tuple[tuple[str, int | None], ...] = dataclasses.field(default=(), compare=False)
 
     @property
-    def max_value(self) -> int:
-        return int(self.values.max())
+    def spec(self) -> str:
+        args = self.pair_filter.args
+        return f"{SHAREGPT}:{args}" if args else SHAREGPT
 
-    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.values[rng.integers(0, len(self.values), size=n)]
+    @property
+    def population(self) -> np.ndarray:
+        rows = pairs(self.pair_filter)
+        return rows.prompt if self.column == "prompt" else rows.output
 
 
 def _fixed(text: str, field: str) -> Fixed:
@@ -313,13 +360,24 @@ def _csv(args: str, field: str, base_dir: Path | None) -> Empirical:
     return Empirical(str(path.resolve()), column, values)
 
 
+def _sharegpt(args: str, field: str, base_dir: Path | None) -> ShareGPT:
+    column = {"prefill": "prompt", "decode": "output"}.get(field)
+    if column is None:
+        raise ConfigError(field, "sharegpt gives prefill (prompt) or decode (output) lengths")
+    pair_filter, written = parse_filter(args, field)
+    return ShareGPT(column, pair_filter, tuple(written.items()))
+
+
 _PARSERS: dict[str, Callable[[str, str, Path | None], LengthDist]] = {
     "poisson": _poisson,
     "geometric": _geometric,
     "uniform": _uniform,
     "lognormal": _lognormal,
     "csv": _csv,
+    SHAREGPT: _sharegpt,
 }
+#: Distributions whose parameters all have defaults, so that the bare name is a spec.
+_BARE = (SHAREGPT,)
 
 
 def parse_lengths(spec: str, field: str, base_dir: Path | None = None) -> LengthDist:
@@ -343,8 +401,9 @@ def parse_lengths(spec: str, field: str, base_dir: Path | None = None) -> Length
 def _parse_spec(spec: str, field: str, base_dir: Path | None) -> LengthDist:
     text = spec.strip()
     name, sep, args = text.partition(":")
-    parser = _PARSERS.get(name.strip().lower())
-    if not sep:
+    key = name.strip().lower()
+    parser = _PARSERS.get(key)
+    if not sep and key not in _BARE:
         if parser is not None:
             raise ConfigError(field, f"{text!r} needs parameters; known: {KNOWN}")
         try:

@@ -17,11 +17,12 @@ from servelab.schedulers.options import SchedulerOptions
 from servelab.schedulers.orca import Orca
 from servelab.schedulers.reserving import FasterTransformerStatic, OrcaReserve
 from servelab.schedulers.sarathi import Sarathi
+from servelab.schedulers.slai import Slai
 from servelab.schedulers.vllm import VanillaVLLM
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, KFCFS,
-                              FasterTransformerStatic, OrcaReserve)
+                              FasterTransformerStatic, OrcaReserve, Slai)
 }
 
 

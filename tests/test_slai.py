@@ -493,6 +493,31 @@ def test_replicated_engines_keep_their_own_deadlines() -> None:
     assert fleet["completed"] == 600 and fleet["in_flight"] == 0
 
 
+def test_one_slai_object_serves_engine_after_engine_afresh() -> None:
+    """What SLAI remembers is per engine: a second run with the same object (as
+    ``--requests auto`` makes) batches exactly as a new object does, even when the first
+    run stopped with requests in flight."""
+    def run(slai: Slai, horizon: float) -> list[Any]:
+        recorder = _Recorder(slai)
+        engine = Engine(recorder, Constant(0.05), 64, kv=KVCache(60, 16, 0.01))
+        rng = np.random.default_rng(4)
+        n = 100
+        sim_run.run_engine(engine, np.sort(rng.uniform(0, 5, n)), rng.integers(1, 80, n),
+                           rng.integers(1, 60, n), horizon, horizon > 5)
+        return recorder.log
+
+    shared = Slai()
+    run(shared, 2.0)  # stops mid-run: decoders, paused prefills and deadlines left behind
+    assert run(shared, 10.0) == run(Slai(), 10.0)
+    # A new engine may get a gone one's id: before its first batch, SLAI forgets the old one.
+    view = View()
+    old = view.waits(1, 0.0, 100, left=50, status=PREFILLING)
+    slai = _slai(view, [(9.0, [view.decodes(2, 0.0)])], paused=[old])
+    view.queue, view.decoders, view.mean_batch_s = [], [], 0.0
+    view.waits(3, 0.0, 20)
+    assert _ids(slai.schedule(view)) == ([(3, 20)], [], [])
+
+
 def test_a_paused_prefill_cancelled_between_batches_is_forgotten() -> None:
     engine = Engine(Slai(), Constant(0.05), 8)
     engine.use_records(RequestRecords(2))

@@ -160,14 +160,16 @@ class Slai(Scheduler):
         self._group_of: list[int] = []  # class index -> TBT group
         self._group_tbt: list[float] = [s.time_between_tokens]
         self._strict: list[bool] = []  # class index -> in the strict tier (user_priority)
+        self._tiered = False  # user_priority, and there is a strict tier
 
     def options(self) -> dict[str, object]:
         return self.settings.as_dict()
 
     # -- what SLAI keeps per engine --------------------------------------------------------
     def _fresh(self, view: EngineView) -> _EngineState:
-        """A new state for an engine before its first batch (an id may be reused by a later
-        engine once an earlier one is gone, so the old state is replaced)."""
+        """A new state for an engine SLAI has not seen, or one that has run no batch yet (no
+        mean batch time, nothing decoding or prefilling): an engine may reuse the id of one
+        that is gone."""
         kv = view.kv
         if kv is not None and kv.preemption != "recompute":
             raise ConfigError("preemption", "slai preempts by recompute, as its released code "
@@ -182,6 +184,7 @@ class Slai(Scheduler):
             self._group_tbt = targets or [self.settings.time_between_tokens]
             self._group_of = [targets.index(c.tbt_s) for c in classes]
             self._strict = [len(targets) > 1 and c.tbt_s == targets[0] for c in classes]
+            self._tiered = self.settings.user_priority and any(self._strict)
         return state
 
     # -- the released code's post-batch processing ------------------------------------------
@@ -251,7 +254,8 @@ class Slai(Scheduler):
     # -- the batch ---------------------------------------------------------------------------
     def schedule(self, view: EngineView) -> Batch:
         state = self._engines.get(id(view))
-        if state is None or view.mean_batch_s == 0.0:
+        if state is None or (view.mean_batch_s == 0.0 and not view.num_decoding
+                             and not view.prefilling):
             state = self._fresh(view)
         else:
             self._after_batch(view, state)
@@ -273,7 +277,7 @@ class Slai(Scheduler):
         state.early = early
         state.late = late
         state.completing = completing
-        state.prefilled = [r for r, _ in chunks] if chunks else chunks
+        state.prefilled = [r for r, _ in chunks] if chunks else []
         preempt = batch.preempt
         state.expect = view.num_decoding - (
             sum(1 for r in preempt if r.status == DECODING) if preempt else 0)
@@ -302,7 +306,8 @@ class Slai(Scheduler):
             cohort = heap[0][2]
             if critical_before is not None and critical_before < cohort.lst:
                 break
-            count = min(limit - taken, budget - tokens, cap - seqs, cohort.remaining())
+            left = len(cohort.members) - cohort.start
+            count = min(limit - taken, budget - tokens, cap - seqs, left)
             if kv is None or batch.free_lo >= count:
                 # No decode among these can find the cache full: take them at once.
                 piece = cohort.take(count)
@@ -314,7 +319,7 @@ class Slai(Scheduler):
                 [req] = cohort.take(1)
                 piece = [req] if self._fits(view, state, batch, req) else []
                 served = len(piece)
-            if not cohort.remaining():
+            if cohort.start == len(cohort.members):
                 heap.pop_top()
             if piece:
                 pieces.append((cohort.group, piece))
@@ -385,14 +390,18 @@ class Slai(Scheduler):
         ones are merged in. A request preempted in this very batch is still decoding or
         prefilling as the engine sees it; it is placed by the prefill it will redo."""
         front = state.front
-        skip = {r.id for r in front}
         if self.settings.fcfs:
-            rest: Iterable[Request] = (r for r in view.waiting if r.status != PREFILLING)
-            if skip:
-                rest = (r for r in rest if r.id not in skip)
-            return chain(front, rest)
+            rest: Iterator[Request] = (r for r in view.waiting if r.status != PREFILLING)
+            if not front:
+                return rest
+            skip = {r.id for r in front}
+            return chain(front, (r for r in rest if r.id not in skip))
         stream: Iterator[Request] = islice(view.shortest_waiting(), len(view.prefilling), None)
-        if skip:
+        tiered = self._tiered
+        if not front and not tiered:
+            return stream
+        if front:
+            skip = {r.id for r in front}
             stream = (r for r in stream if r.id not in skip)
         evicted = batch.evicted
 
@@ -401,13 +410,11 @@ class Slai(Scheduler):
                 return req.prompt_tokens + view.progress(req)[0]
             return req.prefill_left
 
-        strict = self._strict
-        if self.settings.user_priority and any(strict):
+        if tiered:
+            strict = self._strict
             return _merge([((not strict[r.slo_class], length(r)), r) for r in front],
                           _tiered(stream, strict),
                           lambda r: (not strict[r.slo_class], r.prefill_left))
-        if not front:
-            return stream
         return _merge([(length(r), r) for r in front], stream, _prefill_left)
 
 

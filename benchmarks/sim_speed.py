@@ -6,7 +6,9 @@ the same ``Scheduler`` interface every policy uses. Beside it (issue 8): Sarathi
 shortest-prompt-first prefill, a scheduler that names its decoders every iteration (the
 newest-first example of docs/architecture.md), 8 replicas behind JSQ at 8 times the rate, the
 two Sarathi orders with lognormal prompts (prefills finishing out of arrival order), and the
-peak memory per simulated request of a fresh process.
+peak memory per simulated request of a fresh process. Issue 9 adds SLAI on its own scenario:
+ShareGPT lengths on ``mistral-7b-rtx6000ada`` at 0.9 of capacity, with the preset's KV memory
+(14,733 blocks of 16 tokens, the paper's RTX 6000 Ada).
 
 Beside it, in the same process and on the same requests, a loop hand-specialised to this one
 scenario (no scheduler interface, no metrics) gives the floor the general design is measured
@@ -32,8 +34,11 @@ from pathlib import Path
 
 import servelab
 from servelab.build import build_kind
+from servelab.core.kv import KVCache
 from servelab.schedulers import Scheduler, make_scheduler
-from servelab.simulation import build_scheduler, prepare, run_scheduler
+from servelab.sim.engine import Engine
+from servelab.sim.run import run_engine
+from servelab.simulation import Scenario, build_scheduler, prepare, run_scheduler
 
 
 def specialised_sarathi(arrival: list[float], prompt: int, output: int, budget: int,
@@ -124,6 +129,19 @@ def _memory_child(requests: int) -> None:
 BASE = {"preset": "codellama-34b-a100", "budget": 512, "prefill": "129", "decode": "112",
         "load": 0.9, "seed": 1, "drain": True}
 LOGNORMAL = {**BASE, "prefill": "lognormal:mean=129,sigma=1.5"}
+SHAREGPT = {"preset": "mistral-7b-rtx6000ada", "prefill": "sharegpt", "decode": "sharegpt",
+            "load": 0.9, "seed": 1, "drain": True}
+#: The paper's KV cache: Mistral-7B on an RTX 6000 Ada (rad_slai_related.md A.2), vLLM's
+#: watermark.
+PAPER_KV = (14733, 16, 0.01)
+
+
+def run_in_memory(scenario: Scenario, scheduler: Scheduler) -> None:
+    """One engine with the paper's KV cache (the CLI has no memory flags yet)."""
+    w = scenario.workload
+    engine = Engine(scheduler, scenario.preset.timing, scenario.budget, None,
+                    scenario.convention, kv=KVCache(*PAPER_KV))
+    run_engine(engine, w.arrival, w.prompt, w.output, scenario.horizon(w), True)
 
 
 def main() -> None:
@@ -150,6 +168,7 @@ def main() -> None:
                             lambda: specialised_sarathi(arrival, 129, 112, 512, table))
     fleet = prepare({**BASE, "requests": n, "replicas": 8, "router": "jsq"})
     skewed = prepare({**LOGNORMAL, "requests": n})
+    chat = prepare({**SHAREGPT, "requests": n})
     rows = [
         ("sarathi (issue 2 scenario)", scenario, lambda: build_scheduler(scenario, "sarathi")),
         ("sarathi order=spf", scenario, lambda: make_scheduler("sarathi", order="spf")),
@@ -158,6 +177,7 @@ def main() -> None:
         ("sarathi, lognormal prompts", skewed, lambda: build_scheduler(skewed, "sarathi")),
         ("sarathi order=spf, lognormal prompts", skewed,
          lambda: make_scheduler("sarathi", order="spf")),
+        ("slai, ShareGPT, mistral, memory", chat, lambda: make_scheduler("slai")),
     ]
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}, "
@@ -168,7 +188,9 @@ def main() -> None:
           f"{special_iterations / best_special:>10,.0f} iterations/s  ({best_special:.3f} s)")
     first = 0.0
     for label, where, make in rows:
-        best = _best_of(args.repeat, lambda where=where, make=make: run_scheduler(where, make()))
+        run = run_in_memory if where is chat else run_scheduler
+        best = _best_of(args.repeat,
+                        lambda where=where, make=make, run=run: run(where, make()))
         first = first or best
         print(f"{label + ':':<38}{n / best:>10,.0f} requests/s  {best / best_special:5.2f}x the "
               f"specialised loop  {best / first:5.2f}x the first row ({best:.3f} s, best of "

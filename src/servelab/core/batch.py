@@ -9,9 +9,10 @@ Decoders can be named two ways, and a scheduler declares which it uses
 - ``decode = [requests]``: an explicit list, in any order (deadline order, newest first), for
   policies that choose decoders one by one. The engine then serves exactly those.
 
-``preempt`` lists decoding requests to evict before the batch runs: each loses its KV state
-and goes back to the front of the waiting queue, to prefill its prompt and its output so far
-again (recompute preemption).
+``preempt`` lists requests to evict before the batch runs: a decoder loses its KV state and
+goes back to the front of the waiting queue, to prefill its prompt and its output so far again
+(recompute preemption), or, when the engine swaps, waits in host memory to decode on; a begun
+prefill starts its prefill over.
 """
 
 from __future__ import annotations

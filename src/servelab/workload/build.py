@@ -18,7 +18,14 @@ import numpy as np
 from servelab.errors import ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
-from servelab.workload.lengths import Fixed, LengthDist, parse_lengths
+from servelab.workload.lengths import (
+    Fixed,
+    IndependentLengths,
+    LengthDist,
+    LengthPairs,
+    LengthSource,
+    parse_lengths,
+)
 from servelab.workload.trace import Trace, load_trace
 
 
@@ -72,6 +79,12 @@ class WorkloadSpec:
         if self.trace is not None:
             return bool((self.trace.prefill == self.trace.prefill[0]).all())
         return isinstance(self.prefill, Fixed)
+
+    def length_source(self) -> LengthSource:
+        """The lengths as the KV-memory bound reads them: a trace's rows are joint pairs."""
+        if self.trace is not None:
+            return LengthPairs(self.trace.prefill, self.trace.decode)
+        return IndependentLengths(self.prefill, self.decode)
 
     def describe(self) -> dict[str, object]:
         if self.trace is not None:

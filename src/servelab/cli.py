@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from servelab.analysis.criteria import parse_criteria
+from servelab.analysis.theory import MEMORY_KEYS
 from servelab.config import SimConfig
 from servelab.core.convention import CONVENTIONS
+from servelab.core.kv_settings import PREEMPTION_MODES
 from servelab.errors import ConfigError, ConfigWarning, SchedulerError
 from servelab.files import load_yaml, parse_yaml
 from servelab.report.plot import check_plot_path, plot_backlog
@@ -75,6 +77,22 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", metavar="L", help="output lengths, same forms as --prefill")
     g.add_argument("--trace", metavar="FILE",
                    help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
+    _memory_flags(p)
+
+
+def _memory_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("KV memory (unlimited without --kv-blocks)")
+    g.add_argument("--kv-blocks", metavar="N|preset",
+                   help="a KV cache of N blocks, or the preset's (`servelab presets`)")
+    g.add_argument("--block-size", metavar="T",
+                   help="tokens per KV block (default: the preset's, else 16)")
+    g.add_argument("--watermark", metavar="F",
+                   help="fraction of blocks a new prompt leaves free (default 0.01)")
+    g.add_argument("--preemption", choices=PREEMPTION_MODES,
+                   help="what eviction does with the KV (default recompute)")
+    g.add_argument("--swap-block-s", metavar="S",
+                   help="with --preemption swap: seconds to move one block each way "
+                   "(default: block size x the preset's KV bytes per token / 25 GB/s)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -239,7 +257,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
         rows.append({"name": preset.name, "budget": preset.budget,
                      "convention": preset.convention, "timing": preset.timing.describe(),
                      "tokens_per_s": mu, "description": preset.description,
-                     "source": preset.source})
+                     "source": preset.source,
+                     "kv": None if preset.kv is None else preset.kv.to_dict()})
     _emit(to_json(rows) if args.json else presets_text(rows))
 
 
@@ -312,6 +331,8 @@ def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> No
             theory = {k: result.summaries[0][k]
                       for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s",
                                 "kmax_region", "theory_verdict", "theory_verdict_reason")}
+            theory.update({k: result.summaries[0][k] for k in MEMORY_KEYS
+                           if k in result.summaries[0]})
             return to_json({"theory": theory, "results": result.summaries, "plot": shown})
         return f"{compare_text(result.summaries)}\n\nbacklog plot: {shown or 'not written'}"
 

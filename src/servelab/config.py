@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any, Literal, get_type_hints
 
 from servelab.core.convention import Convention
+from servelab.core.kv_settings import Preemption
 from servelab.core.slo import SloClass, parse_slo_classes
 from servelab.errors import ConfigError, ConfigWarning
 from servelab.values import convert, kind_of
@@ -54,6 +55,15 @@ MAX_LOAD = 100.0
 MAX_REPLICAS = 1024
 #: The router when --replicas K > 1 names none.
 DEFAULT_ROUTER = "jsq"
+#: ``--kv-blocks preset``: the preset's KV capacity (its ``kv:`` section).
+PRESET_KV = "preset"
+#: KV blocks in one engine: 2^24 is about 300 times the 57,000 blocks of 16 tokens an H200
+#: holds for Mistral-7B, and 2^28 tokens at 16 a block.
+MAX_KV_BLOCKS = 1 << 24
+#: Tokens per KV block: engines use 16 to 256.
+MAX_BLOCK_SIZE = 1 << 16
+#: What a KV cache's settings mean without one: nothing.
+_KV_DETAILS = ("block_size", "watermark", "preemption", "swap_block_s")
 
 
 def _setting(path: str, default: Any = None, parse: Any = None) -> Any:
@@ -101,6 +111,12 @@ class SimConfig:
     #: Identical engines behind a router (Li-Dai-Peng Proposition 3); 1 is a single engine.
     replicas: int = _setting("engine.replicas", 1)
     router: str | None = _setting("engine.router")
+    #: KV memory: None is unlimited (the papers' model); "preset" takes the preset's capacity.
+    kv_blocks: int | Literal["preset"] | None = _setting("engine.kv_blocks")
+    block_size: int | None = _setting("engine.block_size")
+    watermark: float | None = _setting("engine.watermark")
+    preemption: Preemption | None = _setting("engine.preemption")  # noqa: RUF009 (a Field)
+    swap_block_s: float | None = _setting("engine.swap_block_s")
     drain: bool = _setting("run.drain", False)
     #: Scheduler knobs by name (``scheduler.<knob>``), as given; None is the default.
     scheduler_options: dict[str, Any] = field(default_factory=dict)
@@ -234,6 +250,7 @@ class SimConfig:
                                                 "run_engines records")
         if self.seed < 0:
             raise ConfigError("seed", "must be >= 0")
+        self._validate_kv()
         if self.schedulers is not None:
             if not self.schedulers:
                 raise ConfigError("schedulers", "list at least one scheduler")
@@ -241,6 +258,26 @@ class SimConfig:
             if repeated:
                 raise ConfigError("schedulers", f"{', '.join(repeated)} listed twice; each "
                                                 "scheduler runs once")
+
+
+    def _validate_kv(self) -> None:
+        """KV settings: in range, and none without a cache to apply to (it would do nothing)."""
+        if self.kv_blocks != PRESET_KV:
+            _positive_int("kv_blocks", self.kv_blocks, MAX_KV_BLOCKS, "blocks")
+        _positive_int("block_size", self.block_size, MAX_BLOCK_SIZE, "tokens per block")
+        if self.watermark is not None and not 0 <= self.watermark < 1:
+            raise ConfigError("watermark", f"must be in [0, 1) (the fraction of KV blocks a new "
+                                           f"prompt leaves free), got {self.watermark!r}")
+        if self.swap_block_s is not None and self.swap_block_s < 0:
+            raise ConfigError("swap_block_s", "must be >= 0 (seconds per block)")
+        if self.kv_blocks is None:
+            for name in _KV_DETAILS:
+                if getattr(self, name) is not None:
+                    raise ConfigError(name, "does nothing without --kv-blocks: memory is "
+                                            "unlimited unless --kv-blocks N (or preset) is given")
+        if self.swap_block_s is not None and self.preemption != "swap":
+            raise ConfigError("swap_block_s", "only --preemption swap moves blocks (recompute, "
+                                              "the default, drops them)")
 
 
 @cache

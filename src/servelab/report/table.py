@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from servelab.analysis.theory import binding_bound
+
 LATENCY_ROWS = (("TTFT", "ttft_ms"), ("TBT", "tbt_ms"), ("TPOT", "tpot_ms"), ("E2E", "e2e_ms"))
 
 
@@ -78,6 +80,18 @@ def _region_limit(region: dict[str, Any]) -> str:
             "prefill:decode mix")
 
 
+def memory_line(s: dict[str, Any]) -> list[str]:
+    """The KV-memory bound beside the token bound, and which binds; nothing without a cache."""
+    m = s.get("memory")
+    if not m:
+        return []
+    load = f"; memory load {_rate(m['load'])}" if "load" in m else ""
+    return [f"memory    KV {m['kv_blocks']:,} blocks x {m['block_size']} = {m['kv_tokens']:,} "
+            f"tokens; {m['kv_token_iterations_per_request']:,.1f} token-iterations per request "
+            f"at {m['batch_tokens']:,.1f} tokens per {m['batch_s'] * 1e3:,.2f} ms batch: at most "
+            f"{m['max_rate']:.4f} req/s{load}; binding: {s['binding']}"]
+
+
 def _answer(verdict: str, reason: str) -> str:
     """The theory's verdict as every command prints it, once."""
     return f"{verdict.upper()}: {reason}"
@@ -99,6 +113,7 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
                   f"{px:,.1f}, decode {dx:,.1f}) tokens/s, 2-D load {region['load']:.3f}; {slope}"]
     else:
         lines.append(f"theory    {capacity}; {slope}")
+    lines += memory_line(s)
     lines.append(f"          {_answer(s['theory_verdict'], s['theory_verdict_reason'])}")
     return lines
 
@@ -124,8 +139,8 @@ def measured_lines(s: dict[str, Any]) -> list[str]:
     lines = [f"measured  verdict {s['verdict'].upper()}: {s['verdict_reason']}"]
     if _known(s["served_tokens_per_s"]):  # the window was measured
         ci_lo, ci_hi = s["backlog_slope_ci95_tokens_per_s"]
-        region = s.get("kmax_region")  # with a request cap, loads are the region's
-        load, nominal_load = ("2-D load", region["load"]) if region else ("load", s["load"])
+        bound = binding_bound(s)  # the loads are the binding bound's
+        load, nominal_load = bound.load_name, bound.load
         lines += [
             f"          over {lo:,.1f}-{hi:,.1f} s: backlog slope "
             f"{_num(s['backlog_slope_tokens_per_s'])} ± "
@@ -294,10 +309,13 @@ def _row(cells: Sequence[str], widths: Sequence[int], left: int = 1) -> str:
 
 
 def presets_text(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'preset':<24}{'budget':>7}  {'convention':<11}{'capacity tok/s':>15}  timing"]
+    lines = [f"{'preset':<24}{'budget':>7}  {'convention':<11}{'capacity tok/s':>15}"
+             f"{'KV blocks':>15}  timing"]
     for r in rows:
+        kv = r["kv"]
+        blocks = f"{kv['blocks']:,} x {kv['block_size']}" if kv else "-"
         lines.append(f"{r['name']:<24}{r['budget']:>7}  {r['convention']:<11}"
-                     f"{r['tokens_per_s']:>15,.1f}  {r['timing']}")
+                     f"{r['tokens_per_s']:>15,.1f}{blocks:>15}  {r['timing']}")
     return "\n".join(lines)
 
 
@@ -316,10 +334,13 @@ def capacity_text(c: dict[str, Any]) -> str:
         vertices = ", ".join(f"({x:,.1f}, {y:,.1f})" for x, y in region["vertices_tokens_per_s"])
         lines += [f"k_max     region vertices (prefill, decode) tokens/s: {vertices}",
                   f"          {_region_limit(region)}"]
+    lines += memory_line(c)
     if "load" in c:
         load = f"load {c['load']:.4f} of the token capacity"
         if region:
             load += f", 2-D load {region['load']:.4f} in the k_max region"
+        if "memory" in c:
+            load += f", memory load {c['memory']['load']:.4f}"
         lines += [f"load      {c['rate']:.4f} req/s: {load}; fluid backlog slope "
                   f"{c['fluid_slope_tokens_per_s']:,.1f} tokens/s",
                   f"verdict   {_answer(c['verdict'], c['verdict_reason'])}"]

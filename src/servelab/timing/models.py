@@ -102,6 +102,10 @@ class TimingModel(ABC):
         """Seconds for a batch of n tokens (``prefill_fraction`` only matters if not token-only)."""
         return float(self._curve(n, prefill_fraction))
 
+    def curve(self, budget: int, prefill_fraction: float = 0.5) -> np.ndarray:
+        """t(n) for n = 1..budget at a workload mix (as ``capacity`` evaluates it)."""
+        return np.asarray(self._curve(np.arange(1, budget + 1), prefill_fraction), dtype=float)
+
     def token_table(self, budget: int) -> list[float]:
         """Durations for n = 0..budget, so the simulator can index instead of calling."""
         if not self.token_only:

@@ -266,3 +266,22 @@ def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
     assert a.status_name == "swapped"
     engine.cancel(a)
     assert a.status_name == "cancelled" and engine.outstanding == 1
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    # 2048 reserved slots are 128 blocks; 100 exist.
+    ({"scheduler": "orca-reserve", "kv_blocks": 100}, "reserves 2,048 tokens (128 blocks)"),
+    # vllm never splits a prompt: a 129 + 112 request preempted late recomputes 240 tokens.
+    ({"scheduler": "vllm", "kv_blocks": 100, "budget": 200}, "recomputes up to 240 tokens"),
+])
+def test_what_a_policy_could_never_schedule_within_memory_is_refused_first(
+        config: dict, says: str) -> None:
+    import servelab
+    from servelab import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        servelab.simulate({"load": 0.5, "requests": 1000, **config})
+    assert info.value.field == "kv_blocks" and says in info.value.reason
+    # Swapping keeps a decoder's KV: nothing is recomputed, so that run may go ahead.
+    if config["scheduler"] == "vllm":
+        servelab.simulate({"load": 0.5, "requests": 1000, **config, "preemption": "swap"})

@@ -367,6 +367,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
         "work_conserving": scheduler.work_conserving,
+        "reconstructed": scheduler.reconstructed,
         "preset": scenario.preset.name,
         "timing": scenario.preset.timing.describe(),
         "budget": scenario.budget,

@@ -214,8 +214,9 @@ def test_compare_json_theory_carries_memory_keys_only_with_memory() -> None:
                                             "kv_blocks": 3000}).theory)
 
 
-#: Keys issue 9 added to every summary (the SLO classes' counters), always 0 without memory.
-NEW_KEYS = {"preemptions": 0, "recomputed_tokens": 0}
+#: Keys issue 9 added to every summary since (the SLO classes' counters, always 0 without
+#: memory, and whether the scheduler is a reconstruction, false for the recorded ones).
+NEW_KEYS = {"preemptions": 0, "recomputed_tokens": 0, "reconstructed": False}
 
 
 @pytest.mark.parametrize("case", sorted(json.loads((GOLDEN / "no_memory.json").read_text())))

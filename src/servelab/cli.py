@@ -62,6 +62,8 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset-file", metavar="FILE", help="a preset YAML file of your own")
     g.add_argument("--budget", metavar="B", help="token budget b_max (default: the preset's)")
     g.add_argument("--kmax", metavar="K", help="at most K requests per batch (default: no cap)")
+    g.add_argument("--tile", metavar="T", help="GEMM tile: a batch of n tokens costs as "
+                   "ceil(n/T)*T tokens (default: the preset's, none for the shipped ones)")
     g.add_argument("--replicas", metavar="K",
                    help="K identical engines behind a router (default 1)")
     g.add_argument("--router", metavar="R", help="with --replicas: round_robin, random, "

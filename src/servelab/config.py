@@ -93,6 +93,8 @@ class SimConfig:
     schedulers: list[str] | None = _setting("scheduler.names")  # noqa: RUF009 (a Field)
     budget: int | None = _setting("engine.budget")
     kmax: int | None = _setting("engine.kmax")
+    #: GEMM tile size: a batch of n tokens costs as ceil(n/T)*T (overrides the preset's).
+    tile: int | None = _setting("engine.tile")
     rate: float | None = _setting("workload.rate")
     load: float | None = _setting("workload.load")
     prefill: str | None = _setting("workload.prefill")
@@ -210,6 +212,7 @@ class SimConfig:
         _positive_int("budget", self.budget, MAX_BUDGET, "tokens, which the theory tabulates "
                       "one batch size at a time")
         _positive_int("kmax", self.kmax, MAX_BUDGET, "requests per batch (the budget's limit)")
+        _positive_int("tile", self.tile, MAX_BUDGET, "tokens (the budget's limit)")
         if self.requests != AUTO:
             _positive_int("requests", self.requests, MAX_REQUESTS, "(about 300 bytes each)")
         _positive_int("max_requests", self.max_requests, MAX_REQUESTS, "(about 300 bytes each)")

@@ -7,6 +7,7 @@ the configuration once (preset, workload, theory) and shared by every scheduler 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -125,12 +126,16 @@ def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
 
 
 def resolve_engine(config: SimConfig) -> tuple[Preset, int, Convention]:
-    """The preset, and the budget and convention after the config's overrides."""
+    """The preset (its timing tiled by ``--tile``), and the budget and convention after the
+    config's overrides."""
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
         preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
+    if config.tile is not None:
+        preset = dataclasses.replace(
+            preset, timing=dataclasses.replace(preset.timing, tile=config.tile))
     return preset, budget, Convention.named(config.convention or preset.convention)
 
 
@@ -469,6 +474,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
         "work_conserving": scheduler.work_conserving,
+        "reconstructed": scheduler.reconstructed,
         "preset": scenario.preset.name,
         "timing": scenario.preset.timing.describe(),
         "budget": scenario.budget,

@@ -42,6 +42,11 @@ def _percent(fraction: float | None) -> str:
     return f"{fraction:.1%}" if _known(fraction) else "-"
 
 
+def scheduler_label(s: dict[str, Any]) -> str:
+    """The policy's name, marked where it is our reconstruction of a paper's (RAD)."""
+    return f"{s['scheduler']} (reconstructed)" if s.get("reconstructed") else s["scheduler"]
+
+
 def _engine_line(s: dict[str, Any]) -> str:
     kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
     replicas = s.get("replicas")
@@ -182,7 +187,7 @@ def _latency_rows(label_width: int, labelled: list[tuple[str, dict[str, Any] | N
 
 def simulate_text(s: dict[str, Any]) -> str:
     """The human report of one run."""
-    lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s), *measured_lines(s)]
+    lines = [f"servelab simulate: {scheduler_label(s)}", *theory_lines(s), *measured_lines(s)]
     lines += [
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
         f"{_rate(s['throughput']['requests_per_s'])} req/s; {s['completed']:,} completed, "
@@ -238,7 +243,7 @@ def _compare_row(s: dict[str, Any]) -> list[str]:
 
     slope = (f"{_num(s['backlog_slope_tokens_per_s'])} ± "
              f"{_num(s['backlog_slope_stderr_tokens_per_s'])}")
-    return [s["scheduler"], s["verdict"], slope, _num(s["served_tokens_per_s"]),
+    return [scheduler_label(s), s["verdict"], slope, _num(s["served_tokens_per_s"]),
             f"{s['arrived']:,}", q("ttft_ms", "p50"), q("ttft_ms", "p99"),
             q("tbt_ms", "p50"), q("tbt_ms", "p99"), q("e2e_ms", "p50"), q("e2e_ms", "p99"),
             f"{s['in_flight']:,}"]
@@ -248,7 +253,7 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
     """Theory once, then one row per scheduler (latencies in ms), then what needs a word."""
     first = summaries[0]
     auto = first["run_length"]["mode"] == "auto"
-    lines = [f"servelab compare: {', '.join(s['scheduler'] for s in summaries)}",
+    lines = [f"servelab compare: {', '.join(scheduler_label(s) for s in summaries)}",
              *theory_lines(first),
              "measured  each verdict is read from the second half of its own run"
              + (" (auto: grown until the verdict was confident)" if auto else "")

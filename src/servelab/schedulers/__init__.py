@@ -15,13 +15,14 @@ from servelab.schedulers.fastertransformer import FasterTransformer
 from servelab.schedulers.kfcfs import KFCFS
 from servelab.schedulers.options import SchedulerOptions
 from servelab.schedulers.orca import Orca
+from servelab.schedulers.rad import RAD
 from servelab.schedulers.reserving import FasterTransformerStatic, OrcaReserve
 from servelab.schedulers.sarathi import Sarathi
 from servelab.schedulers.vllm import VanillaVLLM
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, KFCFS,
-                              FasterTransformerStatic, OrcaReserve)
+                              FasterTransformerStatic, OrcaReserve, RAD)
 }
 
 

@@ -18,6 +18,7 @@ from servelab.core.kv import KVCache
 from servelab.core.request import Request
 from servelab.core.slo import SloClass
 from servelab.schedulers.memory import MemoryRoom
+from servelab.timing.models import TimingModel
 
 
 class Queue(Protocol):
@@ -59,6 +60,10 @@ class EngineView(Protocol):
     @property
     def mean_batch_s(self) -> float:
         """The mean duration of every batch so far (0 before the first)."""
+    @property
+    def timing(self) -> TimingModel:
+        """The engine's batch-time model (a real engine's: its profiled preset), for a policy
+        that sizes its batches by what they cost (RAD)."""
     @property
     def slo_classes(self) -> tuple[SloClass, ...]:
         """The run's service-level classes, indexed by ``Request.slo_class`` (empty: none),
@@ -103,6 +108,9 @@ class Scheduler(ABC):
     work_conserving: ClassVar[bool]
     #: A policy that reads true output lengths must say so.
     clairvoyant: ClassVar[bool] = False
+    #: True for our reconstruction of a policy whose paper gives no algorithm (RAD): results
+    #: say so, and docs/model.md says what is known and what is inferred.
+    reconstructed: ClassVar[bool] = False
     #: How batches name decoders: "fcfs" (``Batch.decode_first``, the fast path) or
     #: "explicit" (``Batch.decode``, and ``Batch.preempt``); see ``core.batch``.
     decode_order: ClassVar[str] = "fcfs"

@@ -253,3 +253,17 @@ def test_rad_stays_stable_where_an_unaligned_budget_sinks_sarathi() -> None:
     assert rad["verdict"] == "stable", rad["verdict_reason"]
     assert sarathi["verdict"] == "unstable", sarathi["verdict_reason"]
     assert sarathi["backlog_slope_tokens_per_s"] == pytest.approx(3075 - 2810, rel=0.5)
+
+
+@pytest.mark.parametrize(("load", "verdict"), [(0.8, "stable"), (0.92, "feasible"),
+                                               (1.01, "unstable")])
+def test_the_theory_holds_work_conserving_policies_to_full_batches(load: float,
+                                                                   verdict: str) -> None:
+    """At b_max = 530 full batches serve 2,809.7 tokens/s, 0.8405 of the capacity at 512:
+    Li-Dai-Peng's Theorem 2 promises stability to every work-conserving policy only below
+    that; between it and the capacity only a policy capping its batches (rad) keeps up."""
+    c = servelab.capacity({"budget": 530, "load": load})
+    assert c["verdict"] == verdict
+    assert c["full_batch_tokens_per_s"] == pytest.approx(530 / 0.18863)
+    assert c["full_batch_tokens_per_s"] / c["tokens_per_s"] == pytest.approx(0.8405, abs=1e-4)
+    assert "full_batch_tokens_per_s" not in servelab.capacity({"budget": 512, "load": load})

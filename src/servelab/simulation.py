@@ -407,8 +407,19 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
             f"; but the theory says no scheduler keeps up at this load: the backlog grows "
             f"({summary['fluid_slope_tokens_per_s']:,.1f} tokens/s in the fluid limit), only "
             "slower than the tolerance, so treat a load this close to capacity as unstable")
+    elif summary["verdict"] == "stable" and _beyond_full_batches(summary):
+        summary["verdict_reason"] += (
+            "; but full batches of b_max serve less than arrives, and this scheduler fills "
+            "the budget under load: its backlog grows, only slower than the tolerance")
     summary["wall_s"] = time.perf_counter() - started
     return result
+
+
+def _beyond_full_batches(summary: dict[str, Any]) -> bool:
+    """A work-conserving policy offered more than its full batches serve (theory.py)."""
+    full = summary["capacity"].get("full_batch_tokens_per_s")
+    return (summary["work_conserving"] and full is not None
+            and summary["offered_tokens_per_s"] >= full)
 
 
 def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:

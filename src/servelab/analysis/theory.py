@@ -46,21 +46,34 @@ def prompt_assumption(m_p: float, fixed_prompt: bool) -> str:
     return f"prompt lengths vary; every prompt taken to have the mean {m_p:g} tokens"
 
 
-def theory_verdict(load: float, region_decides: bool, fixed_prompt: bool) -> tuple[str, str]:
+def theory_verdict(load: float, region_decides: bool, fixed_prompt: bool,
+                   full_batch: tuple[float, int, int] | None = None) -> tuple[str, str]:
     """(verdict, reason): the theory's one answer for this load.
 
-    Without a request cap ``load`` is rho and Theorem 2 decides. With one (``region_decides``)
-    it is the region's 2-D load. Outside, no policy serves the load (the region is an outer
-    bound). Inside only means *some* batch mix could: one whose chunks tile the prompts (a cut
-    remainder costs a slot the region does not count), and a work-conserving policy with a
-    large budget can diverge inside it (Li-Dai-Peng point C).
+    Without a request cap ``load`` is rho and Theorem 2 decides. It holds for the load against
+    what a *full* batch of b_max serves, b/t(b): under load a work-conserving policy fills the
+    budget. When a smaller batch n* serves more per second (a staircase whose step b_max passes,
+    a tile), ``full_batch`` is (that load, n*, b_max): between the two, only a policy that caps
+    its batches near n* keeps up ("feasible"). With a request cap (``region_decides``) ``load``
+    is the region's 2-D load. Outside, no policy serves the load (the region is an outer bound).
+    Inside only means *some* batch mix could: one whose chunks tile the prompts (a cut remainder
+    costs a slot the region does not count), and a work-conserving policy with a large budget
+    can diverge inside it (Li-Dai-Peng point C).
     """
     if not region_decides:
-        if load < 1:
-            return "stable", (f"load {load:.4f} < 1: every work-conserving scheduler is stable "
-                              "(Li-Dai-Peng Theorem 2)")
-        return "unstable", (f"load {load:.4f} >= 1: more tokens arrive than the token capacity "
-                            "serves, so no scheduler can keep up")
+        if load >= 1:
+            return "unstable", (f"load {load:.4f} >= 1: more tokens arrive than the token "
+                                "capacity serves, so no scheduler can keep up")
+        if full_batch is not None and full_batch[0] >= 1:
+            full_load, n_star, budget = full_batch
+            return "feasible", (f"load {load:.4f} < 1 at batches of {n_star} tokens, but "
+                                f"{full_load:.4f} >= 1 at full batches of {budget}, which "
+                                "serve fewer tokens a second: a work-conserving scheduler "
+                                "fills the budget under load and cannot keep up (Li-Dai-Peng "
+                                f"Theorem 2 needs the load at b_max below 1); one that caps "
+                                f"its batches at {n_star} tokens (rad) can")
+        return "stable", (f"load {load:.4f} < 1: every work-conserving scheduler is stable "
+                          "(Li-Dai-Peng Theorem 2)")
     caveat = "" if fixed_prompt else " (if every prompt had the mean length)"
     if load >= 1:
         return "unstable", (f"outside the k_max region (2-D load {load:.4f} >= 1): no scheduler "
@@ -137,6 +150,9 @@ def theory_summary(
     mu, max_rate, n_star = request_capacity(timing, budget, m_p, m_d, convention)
     work = convention.work(m_p, m_d)
     offered = rate * work
+    # What a full batch serves, when a smaller one serves more (the work-conserving bound).
+    mu_full = (budget / timing.tokens_duration(budget, m_p / (m_p + m_d))
+               if n_star < budget else mu)
     out: dict[str, Any] = {
         "rate": rate,
         "load": rate / (replicas * max_rate),
@@ -150,6 +166,11 @@ def theory_summary(
         "fluid_slope_tokens_per_s": fluid_slope(rate, replicas * max_rate, work),
         "kmax_region": None,
     }
+    full_batch = None
+    if mu_full < mu:
+        out["capacity"]["full_batch_tokens_per_s"] = replicas * mu_full
+        out["capacity"]["full_batch_max_rate"] = replicas * mu_full / work
+        full_batch = (offered / (replicas * mu_full), n_star, budget)
     deciding_load = out["load"]
     if kmax is not None:
         region = kmax_region(timing, budget, kmax, m_p)
@@ -167,7 +188,7 @@ def theory_summary(
         out["kmax_region"] = block
     if rate > 0:
         out["theory_verdict"], out["theory_verdict_reason"] = theory_verdict(
-            deciding_load, kmax is not None, fixed_prompt)
+            deciding_load, kmax is not None, fixed_prompt, full_batch)
     if memory is not None:
         _add_memory(out, memory, replicas, rate, work)
     if replicas > 1:

@@ -335,6 +335,11 @@ def capacity_text(c: dict[str, Any]) -> str:
         f"capacity  {c['tokens_per_s']:,.1f} tokens/s at {c['batch_tokens_at_capacity']} tokens "
         f"per batch = {c['max_rate']:.4f} requests/s{alone}",
     ]
+    if "full_batch_tokens_per_s" in c:
+        lines.append(f"          full batches of {c['budget']} serve only "
+                     f"{c['full_batch_tokens_per_s']:,.1f} tokens/s = "
+                     f"{c['full_batch_max_rate']:.4f} requests/s: the most a work-conserving "
+                     "scheduler keeps up with")
     if region:
         vertices = ", ".join(f"({x:,.1f}, {y:,.1f})" for x, y in region["vertices_tokens_per_s"])
         lines += [f"k_max     region vertices (prefill, decode) tokens/s: {vertices}",

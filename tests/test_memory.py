@@ -197,13 +197,19 @@ def _scripted_engine(blocks: int = 10) -> tuple[_Scripted, Engine, KVCache]:
     return scheduler, engine, kv
 
 
-def test_a_begun_prefill_can_be_preempted_and_starts_over() -> None:
+def _begun_prefill() -> tuple[_Scripted, Engine, KVCache, Request]:
+    """A 12-token prompt, 5 tokens into its prefill (its 3 blocks allocated)."""
     scheduler, engine, kv = _scripted_engine()
     a = Request(0, 0.0, 12, 2)
     engine.admit(a)
     scheduler.step = lambda v: Batch([(a, 5)])
     engine.start_batch(0.0)
     engine.finish_batch()
+    return scheduler, engine, kv, a
+
+
+def test_a_begun_prefill_can_be_preempted_and_starts_over() -> None:
+    scheduler, engine, kv, a = _begun_prefill()
     assert kv.used_blocks == 3 and engine.blocks_held(a) == 3  # the whole 12-token prompt
     scheduler.step = lambda v: Batch([(a, 1)], preempt=[a])
     with pytest.raises(SchedulerError, match="both preempted and given a chunk"):
@@ -229,12 +235,7 @@ def test_a_batch_that_outgrows_the_cache_is_refused() -> None:
 
 
 def test_cancelling_gives_blocks_back() -> None:
-    scheduler, engine, kv = _scripted_engine()
-    a = Request(0, 0.0, 12, 2)
-    engine.admit(a)
-    scheduler.step = lambda v: Batch([(a, 5)])
-    engine.start_batch(0.0)
-    engine.finish_batch()
+    _, engine, kv, a = _begun_prefill()
     engine.cancel(a)
     assert kv.free_blocks == kv.num_blocks and engine.outstanding == 0
 

@@ -570,6 +570,7 @@ def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("simulate")
         if config.schedulers is not None:
             raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
         [policy] = make_policies(config, [config.scheduler or DEFAULT_SCHEDULER])
@@ -589,6 +590,17 @@ def compare(
     """
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("compare")
+    scenario, policies = prepare_comparison(config, schedulers)
+    return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
+
+
+def prepare_comparison(
+    config: SimConfig, schedulers: Sequence[str] | None = None
+) -> tuple[Scenario, list[Scheduler]]:
+    """What ``compare`` runs, checked and resolved before any run: the scenario (one request
+    stream for every policy) and the policies (``schedulers``, else the config's)."""
+    with config.named_as_written():
         if schedulers is not None:
             if isinstance(schedulers, str):
                 raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
@@ -600,13 +612,14 @@ def compare(
         scenario = _prepare(config)
         for policy in policies:
             _check_prompts_fit(policy, scenario)
-    return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
+    return scenario, policies
 
 
 def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The theory alone for a configuration (no simulation)."""
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("capacity")
         return _capacity(config)
 
 

@@ -69,14 +69,18 @@ def engines_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _workload_line(s: dict[str, Any]) -> str:
+def workload_source(s: dict[str, Any]) -> str:
+    """Where a run's requests come from: its trace, or its arrivals and length specs."""
     w = s["workload"]
     if "trace" in w:
-        source = f"trace {w['trace']}"
-    else:
-        source = f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
-    return (f"workload  {source}; mean {s['mean_prefill_tokens']:.1f} + "
-            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; seed {w['seed']}")
+        return f"trace {w['trace']}"
+    return f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
+
+
+def _workload_line(s: dict[str, Any]) -> str:
+    return (f"workload  {workload_source(s)}; mean {s['mean_prefill_tokens']:.1f} + "
+            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; "
+            f"seed {s['workload']['seed']}")
 
 
 def _region_limit(region: dict[str, Any]) -> str:

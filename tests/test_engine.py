@@ -79,8 +79,6 @@ class Scenario:
     def make_scheduler(self) -> Scheduler:
         if self.scheduler == NEWEST_FIRST.name:
             return NEWEST_FIRST()
-        if self.scheduler == "sarathi-spf":  # shortest prompt first: prefills end out of order
-            return make_scheduler("sarathi", order="spf")
         return make_scheduler(self.scheduler, **self.options)  # type: ignore[arg-type]
 
     @property

@@ -17,11 +17,11 @@ from servelab.schedulers.options import SchedulerOptions
 from servelab.schedulers.orca import Orca
 from servelab.schedulers.rad import RAD
 from servelab.schedulers.reserving import FasterTransformerStatic, OrcaReserve
-from servelab.schedulers.sarathi import Sarathi
+from servelab.schedulers.sarathi import Sarathi, SarathiSPF
 from servelab.schedulers.vllm import VanillaVLLM
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
-    cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, KFCFS,
+    cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, SarathiSPF, KFCFS,
                               FasterTransformerStatic, OrcaReserve, RAD)
 }
 

@@ -240,7 +240,9 @@ def test_cancelling_gives_blocks_back() -> None:
     assert kv.free_blocks == kv.num_blocks and engine.outstanding == 0
 
 
-def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
+def _swapped_out() -> tuple[_Scripted, Engine, KVCache, Request, Request, float]:
+    """a and b prefilled in a 4-block cache (2 blocks each); b then swapped out at 0.5 s a
+    block. Returns the engine and the time it is free again."""
     scheduler = _Scripted()
     kv = KVCache(4, 4, preemption="swap", swap_block_s=0.5)
     engine = Engine(scheduler, Constant(1.0), 64, kv=kv)
@@ -256,6 +258,11 @@ def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
     assert t == 2.0 + 0.5 * 2  # b's two blocks go out in this batch
     engine.finish_batch()
     assert b.status_name == "swapped" and engine.progress(b) == (0, -1.0)  # no token yet
+    return scheduler, engine, kv, a, b, t
+
+
+def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
+    scheduler, engine, kv, a, b, t = _swapped_out()
     scheduler.step = lambda v: Batch([], decode=v.last_decoders(1))
     t = engine.start_batch(t)  # a now holds 2 blocks (7 + 1 slots): b's 2 fit again
     assert b.status_name == "decoding" and t == 3.0 + 1.0 + 0.5 * 2
@@ -286,3 +293,13 @@ def test_what_a_policy_could_never_schedule_within_memory_is_refused_first(
     # Swapping keeps a decoder's KV: nothing is recomputed, so that run may go ahead.
     if config["scheduler"] == "vllm":
         servelab.simulate({"load": 0.5, "requests": 1000, **config, "preemption": "swap"})
+
+
+def test_a_swap_in_before_an_idle_call_is_paid_by_the_next_batch() -> None:
+    """A policy that idles (``Batch.idle_until``) on the call that swapped b back in: the
+    transfer is paid by the batch that runs next."""
+    scheduler, engine, _, _, b, t = _swapped_out()
+    scheduler.step = lambda v: Batch([], idle_until=4.0)
+    assert engine.start_batch(t) is None and b.status_name == "decoding"
+    scheduler.step = lambda v: Batch([], decode=[b])
+    assert engine.start_batch(4.0) == 4.0 + 1.0 + 0.5 * 2

@@ -14,6 +14,7 @@ from typing import ClassVar, Protocol, TypeVar
 from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
+from servelab.core.convention import Convention
 from servelab.core.kv import KVCache
 from servelab.core.request import Request
 from servelab.core.slo import SloClass
@@ -22,10 +23,12 @@ from servelab.timing.models import TimingModel
 
 
 class Queue(Protocol):
-    """The waiting queue as a scheduler reads it: in order, with a length and a front."""
+    """The waiting queue as a scheduler reads it: in order, with a length and a front;
+    ``reversed`` reads it newest first."""
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Request]: ...
+    def __reversed__(self) -> Iterator[Request]: ...
     def __getitem__(self, i: int) -> Request: ...
 
 
@@ -46,6 +49,10 @@ class EngineView(Protocol):
     def seq_limit(self) -> int:
         """``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
         holds more than n requests)."""
+    @property
+    def convention(self) -> Convention:
+        """The token convention: whether the iteration that ends a prefill emits output
+        token 1 (how many iterations a request of a given output length takes)."""
     @property
     def waiting(self) -> Queue: ...
     @property

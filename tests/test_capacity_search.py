@@ -174,11 +174,19 @@ def test_starting_bound_is_the_least_the_theory_gives() -> None:
     ({}, {"seeds": []}, "seeds"),
     ({}, {"seeds": [1, 1]}, "seeds"),
     ({}, {"seeds": [-1]}, "seeds"),
-    ({}, {"seeds": "3"}, "seeds"),
+    ({}, {"seeds": "three"}, "seeds"),
     ({}, {"tolerance": 0}, "tolerance"),
     ({}, {"tolerance": 1.5}, "tolerance"),
     ({}, {"tolerance": math.nan}, "tolerance"),
     ({"budget": 0}, {}, "budget"),
+    # The search's settings in the config, named as written; the sweep's refused.
+    ({"run.seeds": 0}, {}, "run.seeds"),
+    ({"run": {"tolerance": 1}}, {}, "run.tolerance"),
+    ({"loads": [0.5]}, {}, "loads"),
+    ({"run.metric": "ttft_p50"}, {}, "run.metric"),
+    # One scheduler, known before any run (capacity_searches takes several).
+    ({"schedulers": ["sarathi", "vllm"]}, {}, "schedulers"),
+    ({"scheduler": "nope"}, {}, "scheduler"),
 ])
 def test_bad_input_is_refused_before_any_run(config: dict[str, Any], kwargs: dict[str, Any],
                                              field: str) -> None:

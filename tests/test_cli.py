@@ -580,15 +580,27 @@ def test_compare_table_headers_stand_apart_and_carry_units() -> None:
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 #: Overrides that keep a test run short; an example not named here runs as shipped.
-QUICK = {"experiment.yaml": ["--set", "requests=2000"]}
+QUICK = {"experiment.yaml": ["--set", "requests=2000"],
+         "load-sweep.yaml": ["--set", "max_requests=20000", "--set", "seeds=1", "--set",
+                             "tolerance=0.1"]}
+
+
+def run_summaries(payload: dict) -> list[dict]:
+    """Every run in `run FILE --json`: one simulation, a comparison's, a sweep's, a search's."""
+    if "results" in payload:
+        return payload["results"]
+    if "sweep" in payload or "capacity_searches" in payload:
+        swept = [s for p in payload.get("sweep", {}).get("points", ()) for s in p["results"]]
+        return swept + [r for s in payload.get("capacity_searches", ()) for r in s["runs"]]
+    return [payload]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_shipped_example_runs(example: Path, tmp_path: Path) -> None:
-    payload = ok_json("run", str(example), *QUICK.get(example.name, []), cwd=tmp_path)
-    results = payload["results"] if isinstance(payload, dict) and "results" in payload else [
-        payload]
-    assert all(r["verdict"] in ("stable", "unstable", "inconclusive") for r in results)
+    results = run_summaries(ok_json("run", str(example), *QUICK.get(example.name, []),
+                                    cwd=tmp_path))
+    assert results and all(r["verdict"] in ("stable", "unstable", "inconclusive")
+                           for r in results)
 
 
 def test_point_c_example_is_stable_and_diverges_at_budget_1024() -> None:

@@ -22,7 +22,7 @@ from reference_engine import ReferenceEngine, RefResult
 from servelab.core.batch import Batch
 from servelab.core.request import Request
 from servelab.errors import SchedulerError
-from servelab.schedulers import make_scheduler
+from servelab.schedulers import SCHEDULERS, make_scheduler
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 from servelab.sim import run as sim_run
 from servelab.sim.decode_pool import NO_TOKEN, TICKS_PER_S, DecodePool, RequestRecords
@@ -79,8 +79,6 @@ class Scenario:
     def make_scheduler(self) -> Scheduler:
         if self.scheduler == NEWEST_FIRST.name:
             return NEWEST_FIRST()
-        if self.scheduler == "sarathi-spf":  # shortest prompt first: prefills end out of order
-            return make_scheduler("sarathi", order="spf")
         return make_scheduler(self.scheduler, **self.options)  # type: ignore[arg-type]
 
     @property
@@ -623,6 +621,9 @@ class _BlindQueue:
     def __getitem__(self, i: int) -> _Blind:
         return _Blind(self._queue[i])  # type: ignore[index]
 
+    def __reversed__(self):  # type: ignore[no-untyped-def]
+        return (_Blind(r) for r in reversed(self._queue))  # type: ignore[call-overload]
+
 
 class _BlindView:
     """The engine's view with every request it hands out blindfolded."""
@@ -651,30 +652,62 @@ class _Blindfolded(Scheduler):
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
         self.decode_order = inner.decode_order  # type: ignore[misc]
+        self.blind: _BlindView | None = None  # one view, as a policy's state is per view
 
     def schedule(self, view: EngineView) -> Batch:
-        b = self.inner.schedule(_BlindView(view))  # type: ignore[arg-type]
+        if self.blind is None:
+            self.blind = _BlindView(view)  # type: ignore[arg-type]
+        b = self.inner.schedule(self.blind)  # type: ignore[arg-type]
 
         def real(reqs: list | None) -> list | None:
             return None if reqs is None else [r.real for r in reqs]
 
         return Batch([(r.real, m) for r, m in b.prefill], b.decode_first,
-                     decode=real(b.decode), preempt=real(b.preempt))
+                     decode=real(b.decode), preempt=real(b.preempt), idle_until=b.idle_until)
 
 
-@pytest.mark.parametrize("name", [*SCHEDULER_NAMES])
-def test_no_scheduler_reads_a_true_output_length(name: str) -> None:
-    """Every policy runs, batch for batch the same, on requests that refuse to tell."""
+def _blind_scenario(name: str, options: dict[str, object]) -> Scenario:
     rng = np.random.default_rng(6)
     n = 80
-    sc = Scenario(name, {"chunked_prefill": True} if name in ("vllm", "fastertransformer")
-                  else {}, 64, 16, "paper", "staircase",
-                  arrival=np.sort(rng.uniform(0, 3, n)).tolist(),
-                  prompt=rng.integers(1, 50, n).tolist(), output=rng.integers(1, 30, n).tolist())
-    assert not sc.make_scheduler().clairvoyant
+    return Scenario(name, options, 64, 16, "paper", "staircase",
+                    arrival=np.sort(rng.uniform(0, 3, n)).tolist(),
+                    prompt=rng.integers(1, 50, n).tolist(),
+                    output=rng.integers(1, 30, n).tolist())
+
+
+def _run_blind(sc: Scenario) -> None:
+    """The scenario on requests that refuse to tell their output length must give the same
+    batches as on plain ones."""
     seen = run_engine(sc)
     engine = Engine(_Blindfolded(sc.make_scheduler()), TIMINGS[sc.timing], sc.budget, sc.kmax,
                     record_batches=True)
     blind = sim_run.run_engine(engine, sc.arrival, sc.prompt, sc.output,
                                horizon=sc.arrival[-1], drain=True)
     assert blind.batches == seen.batches
+
+
+#: The test-only variants, and every registered policy that says it is not clairvoyant.
+BLIND_NAMES = (*SCHEDULER_NAMES, *(name for name, cls in SCHEDULERS.items()
+                                   if not cls.clairvoyant and name not in SCHEDULER_NAMES))
+
+
+@pytest.mark.parametrize("name", BLIND_NAMES)
+def test_no_scheduler_reads_a_true_output_length(name: str) -> None:
+    """Every policy runs, batch for batch the same, on requests that refuse to tell."""
+    sc = _blind_scenario(name, {"chunked_prefill": True}
+                         if name in ("vllm", "fastertransformer") else {})
+    assert not sc.make_scheduler().clairvoyant
+    _run_blind(sc)
+
+
+def test_nested_wait_told_the_lengths_reads_no_output_length() -> None:
+    """Nested WAIT is clairvoyant only to learn the length distribution: given it, it places
+    requests by the stages they survive."""
+    _run_blind(_blind_scenario("nested-wait", {"types": ["10@1", "20@2", "29@1"]}))
+
+
+@pytest.mark.parametrize("name", [name for name, cls in SCHEDULERS.items() if cls.clairvoyant])
+def test_a_clairvoyant_policy_does_read_output_lengths(name: str) -> None:
+    """The flag is true both ways: a policy that declares it reads them."""
+    with pytest.raises(AssertionError, match="read a true output length"):
+        _run_blind(_blind_scenario(name, {}))

@@ -4,6 +4,7 @@ numpy integers at the boundary, and follow-up arrivals at the instant a batch en
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -285,3 +286,50 @@ def test_a_follow_up_scheduled_when_a_request_finishes_joins_the_next_batch() ->
     starts = [b.start for b in engine.batches if any(i == 2 for i, _ in b.prefill)]
     assert starts == [2.0]  # first's only token ends the batch at 2.0
     assert follow_up.status == FINISHED
+
+
+# -- a policy that waits on purpose (Batch.idle_until) ---------------------------------------
+
+
+def test_an_empty_batch_with_idle_until_idles_the_engine() -> None:
+    scheduler, engine = _scripted()
+    a = Request(0, 0.0, 2, 1)
+    engine.admit(a)
+    scheduler.step = lambda v: Batch([], idle_until=2.5)
+    assert engine.start_batch(0.0) is None and engine.idle_until == 2.5 and not engine.busy
+    for bad, why in [(Batch([(a, 2)], idle_until=3.0), "for an empty batch"),
+                     (Batch([], idle_until=0.0), "a finite time after now"),
+                     (Batch([], idle_until=math.inf), "a finite time after now")]:
+        scheduler.step = lambda v, batch=bad: batch
+        with pytest.raises(SchedulerError, match=why):
+            engine.start_batch(0.0)
+    scheduler.step = lambda v: Batch([(a, 2)])
+    assert engine.start_batch(2.5) == 3.5 and engine.idle_until == math.inf
+
+
+class _Holding(Scheduler):
+    """Holds prompts until two wait or the clock reads 4, then serves like Sarathi."""
+
+    name = "holding"
+    work_conserving = False
+
+    def schedule(self, view: EngineView) -> Batch:
+        if not view.num_decoding and len(view.waiting) < 2 and view.now < 4.0:
+            return Batch([], idle_until=4.0)
+        k = min(view.num_decoding, view.budget)
+        return Batch(fill_chunks(view.waiting, view.budget - k, view.seq_limit - k)[0], k)
+
+
+def test_an_idling_engine_wakes_when_its_policy_said_or_at_an_arrival() -> None:
+    def run(arrival: list[float], drain: bool = True) -> sim_run.RunRecords:
+        engine = Engine(_Holding(), Constant(1.0), 64)
+        n = len(arrival)
+        return sim_run.run_engine(engine, np.array(arrival), np.full(n, 2), np.full(n, 1),
+                                  horizon=arrival[-1], drain=drain)
+
+    alone = run([0.0])  # asked at 0, idle until 4: prefill 4-5, its token 5-6 (paper)
+    assert alone.first_token.tolist() == [6.0] and alone.engines[0].busy_s == 2.0
+    pair = run([0.0, 1.0])  # the second arrival opens it at 1; the wake at 4 finds it busy
+    assert pair.first_token.tolist() == [3.0, 3.0] and pair.end_time == 3.0
+    cut = run([0.0], drain=False)  # the wake is past the horizon: the run ends at it
+    assert cut.completed == 0 and cut.end_time == 0.0

@@ -44,6 +44,14 @@ def test_the_loop_orders_by_time_then_priority_then_scheduling_order() -> None:
         loop.at(1.0, lambda: None)
 
 
+def test_a_cancelled_action_neither_runs_nor_moves_the_clock() -> None:
+    loop, log = Loop(), []
+    loop.at(1.0, lambda: log.append("kept@1"))
+    late = loop.at(9.0, lambda: log.append("cancelled@9"))
+    loop.cancel(late)
+    assert loop.run() == 1.0 and log == ["kept@1"]
+
+
 def test_free_until_says_whether_anything_else_is_due() -> None:
     loop, log = Loop(), []
     loop.add_source(_Times([5.0], log))

@@ -197,13 +197,19 @@ def _scripted_engine(blocks: int = 10) -> tuple[_Scripted, Engine, KVCache]:
     return scheduler, engine, kv
 
 
-def test_a_begun_prefill_can_be_preempted_and_starts_over() -> None:
+def _begun_prefill() -> tuple[_Scripted, Engine, KVCache, Request]:
+    """A 12-token prompt, 5 tokens into its prefill (its 3 blocks allocated)."""
     scheduler, engine, kv = _scripted_engine()
     a = Request(0, 0.0, 12, 2)
     engine.admit(a)
     scheduler.step = lambda v: Batch([(a, 5)])
     engine.start_batch(0.0)
     engine.finish_batch()
+    return scheduler, engine, kv, a
+
+
+def test_a_begun_prefill_can_be_preempted_and_starts_over() -> None:
+    scheduler, engine, kv, a = _begun_prefill()
     assert kv.used_blocks == 3 and engine.blocks_held(a) == 3  # the whole 12-token prompt
     scheduler.step = lambda v: Batch([(a, 1)], preempt=[a])
     with pytest.raises(SchedulerError, match="both preempted and given a chunk"):
@@ -229,17 +235,14 @@ def test_a_batch_that_outgrows_the_cache_is_refused() -> None:
 
 
 def test_cancelling_gives_blocks_back() -> None:
-    scheduler, engine, kv = _scripted_engine()
-    a = Request(0, 0.0, 12, 2)
-    engine.admit(a)
-    scheduler.step = lambda v: Batch([(a, 5)])
-    engine.start_batch(0.0)
-    engine.finish_batch()
+    _, engine, kv, a = _begun_prefill()
     engine.cancel(a)
     assert kv.free_blocks == kv.num_blocks and engine.outstanding == 0
 
 
-def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
+def _swapped_out() -> tuple[_Scripted, Engine, KVCache, Request, Request, float]:
+    """a and b prefilled in a 4-block cache (2 blocks each); b then swapped out at 0.5 s a
+    block. Returns the engine and the time it is free again."""
     scheduler = _Scripted()
     kv = KVCache(4, 4, preemption="swap", swap_block_s=0.5)
     engine = Engine(scheduler, Constant(1.0), 64, kv=kv)
@@ -255,6 +258,11 @@ def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
     assert t == 2.0 + 0.5 * 2  # b's two blocks go out in this batch
     engine.finish_batch()
     assert b.status_name == "swapped" and engine.progress(b) == (0, -1.0)  # no token yet
+    return scheduler, engine, kv, a, b, t
+
+
+def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
+    scheduler, engine, kv, a, b, t = _swapped_out()
     scheduler.step = lambda v: Batch([], decode=v.last_decoders(1))
     t = engine.start_batch(t)  # a now holds 2 blocks (7 + 1 slots): b's 2 fit again
     assert b.status_name == "decoding" and t == 3.0 + 1.0 + 0.5 * 2
@@ -266,3 +274,32 @@ def test_a_swapped_out_request_comes_back_or_can_be_cancelled() -> None:
     assert a.status_name == "swapped"
     engine.cancel(a)
     assert a.status_name == "cancelled" and engine.outstanding == 1
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    # 2048 reserved slots are 128 blocks; 100 exist.
+    ({"scheduler": "orca-reserve", "kv_blocks": 100}, "reserves 2,048 tokens (128 blocks)"),
+    # vllm never splits a prompt: a 129 + 112 request preempted late recomputes 240 tokens.
+    ({"scheduler": "vllm", "kv_blocks": 100, "budget": 200}, "recomputes up to 240 tokens"),
+])
+def test_what_a_policy_could_never_schedule_within_memory_is_refused_first(
+        config: dict, says: str) -> None:
+    import servelab
+    from servelab import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        servelab.simulate({"load": 0.5, "requests": 1000, **config})
+    assert info.value.field == "kv_blocks" and says in info.value.reason
+    # Swapping keeps a decoder's KV: nothing is recomputed, so that run may go ahead.
+    if config["scheduler"] == "vllm":
+        servelab.simulate({"load": 0.5, "requests": 1000, **config, "preemption": "swap"})
+
+
+def test_a_swap_in_before_an_idle_call_is_paid_by_the_next_batch() -> None:
+    """A policy that idles (``Batch.idle_until``) on the call that swapped b back in: the
+    transfer is paid by the batch that runs next."""
+    scheduler, engine, _, _, b, t = _swapped_out()
+    scheduler.step = lambda v: Batch([], idle_until=4.0)
+    assert engine.start_batch(t) is None and b.status_name == "decoding"
+    scheduler.step = lambda v: Batch([], decode=[b])
+    assert engine.start_batch(4.0) == 4.0 + 1.0 + 0.5 * 2

@@ -109,3 +109,17 @@ def test_docs_list_every_scheduler_option() -> None:
     for name in SCHEDULERS:
         for f in dataclasses.fields(options_type(name)):
             assert f"`scheduler.{f.name}`" in docs, f.name
+
+
+def test_sarathi_spf_is_sarathi_with_shortest_prompt_first() -> None:
+    """A name of its own, so one comparison holds both (the SLAI paper's two baselines)."""
+    import servelab
+
+    config = {"load": 0.8, "requests": 3000, "prefill": "lognormal:mean=129,sigma=1.5"}
+    named, plain = servelab.compare(config, ["sarathi-spf", "sarathi"]).summaries
+    spf = servelab.simulate({**config, "scheduler.order": "spf"}).summary
+    assert named["ttft_ms"] == spf["ttft_ms"] and named["tbt_ms"] == spf["tbt_ms"]
+    assert named["ttft_ms"] != plain["ttft_ms"]
+    with pytest.raises(ConfigError) as info:
+        make_scheduler("sarathi-spf", order="fcfs")
+    assert info.value.field == "scheduler.order"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
+import servelab
 from servelab.errors import ConfigError, ConfigWarning
 from servelab.timing.models import (
     Affine,
@@ -234,3 +236,85 @@ def test_bad_preset_file(tmp_path: Path, text: str | None, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_preset_file(path)
     assert err.value.field == field
+
+
+# -- tiles: a batch of n tokens costs as ceil(n/T)*T ------------------------------------------
+
+def ceil_to(n: int, tile: int) -> int:
+    return -(-n // tile) * tile
+
+
+@pytest.mark.parametrize("model", TOKEN_ONLY, ids=lambda m: m.kind)
+@pytest.mark.parametrize("tile", [1, 3, 64, 128])
+def test_a_batch_costs_its_whole_tiles(model: TimingModel, tile: int) -> None:
+    tiled = dataclasses.replace(model, tile=tile)
+    for n in [1, 2, 3, 4, 5, 63, 64, 65, 127, 128, 129, 300]:
+        want = model.tokens_duration(ceil_to(n, tile))
+        assert tiled.tokens_duration(n) == want
+        assert tiled.duration(n // 3, n - n // 3, 1) == want  # any split of the n tokens
+    assert tiled.token_table(300) == [model.tokens_duration(ceil_to(n, tile))
+                                      for n in range(301)]
+
+
+def test_staircase_tile_by_hand() -> None:
+    """T = 3 on t(n) = 1 + 2 ceil(n/4) (seconds, exact in binary): 4 tokens cost as 6
+    (t = 5), 7 as 9 (t = 7)."""
+    tiled = Staircase(c=1.0, a=2.0, b0=4, tile=3)
+    assert tiled.token_table(8) == [1.0, 3.0, 3.0, 3.0, 5.0, 5.0, 5.0, 7.0, 7.0]
+    assert Staircase(c=1.0, a=2.0, b0=4).token_table(8) == [1.0, 3.0, 3.0, 3.0, 3.0, 5.0, 5.0,
+                                                            5.0, 5.0]
+
+
+def test_the_padding_of_a_mixed_batch_runs_as_prefill_rows() -> None:
+    """Affine: 100 prefill + 20 decode tokens with T = 128 pay 8 more prefill rows, and no
+    more sequences."""
+    tiled = dataclasses.replace(AFFINE, tile=128)
+    assert tiled.duration(100, 20, 21) == AFFINE.duration(108, 20, 21)
+    f = 0.25  # the theory's curve pads from n itself: 128 tokens are one whole tile
+    assert tiled.tokens_duration(128, f) == AFFINE.tokens_duration(128, f)
+    assert tiled.tokens_duration(129, f) == pytest.approx(
+        AFFINE.durations(129 * f + 127, 129 * (1 - f), 129 * (1 - f) + 1))
+
+
+def test_theory_takes_the_tiled_cost() -> None:
+    """Mistral tiled by 128 at b_max = 500: a batch of n tokens costs t(ceil(n/128)*128), so
+    the best rate is 500 tokens in t(512) = 23 + 0.058 * 384 ms (the bucket tops 128, 256, 384
+    give 5.57, 8.41, 10.15 tokens/ms; 500 gives 11.04)."""
+    tiled = dataclasses.replace(MISTRAL, tile=128)
+    mu, n_star = tiled.capacity(500)
+    assert (mu, n_star) == (pytest.approx(500 / 0.045272), 500)
+    assert MISTRAL.capacity(500) == (pytest.approx(500 / (0.023 + 0.058e-3 * 372)), 500)
+    # With a budget that the tile divides, the best rate is the untiled one.
+    assert tiled.capacity(512) == MISTRAL.capacity(512)
+    c = servelab.capacity({"preset": "mistral-7b-rtx6000ada", "budget": 500, "tile": 128})
+    assert c["timing"].endswith(" tile=128")
+    assert c["tokens_per_s"] == pytest.approx(500 / 0.045272)
+
+
+def test_yaml_form_round_trips_and_names_the_tile() -> None:
+    d = {"model": "piecewise", "c_ms": 23, "a_ms_per_token": 0.058, "b0": 128, "tile": 64}
+    model = timing_from_dict(d, None)
+    assert model.tile == 64 and model.to_dict() == {**d, "c_ms": 23.0, "a_ms_per_token": 0.058}
+    assert timing_from_dict(model.to_dict(), None) == model
+    assert model.describe() == "piecewise c=23 ms a=0.058 ms/token b0=128 tile=64"
+    untiled = timing_from_dict({k: v for k, v in d.items() if k != "tile"}, None)
+    assert "tile" not in untiled.to_dict() and "tile" not in untiled.describe()
+
+
+@pytest.mark.parametrize("tile", [0, -3, 1.5, True, "64"])
+def test_bad_tile_in_yaml(tile: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        timing_from_dict({"model": "constant", "t_ms": 1, "tile": tile}, None)
+    assert err.value.field == "timing.tile"
+
+
+def test_unknown_key_lists_tile_as_accepted() -> None:
+    with pytest.raises(ConfigError) as err:
+        timing_from_dict({"model": "constant", "t_ms": 1, "tiles": 64}, None)
+    assert err.value.field == "timing.tiles" and "model, t_ms, tile" in err.value.reason
+
+
+def test_bad_tile_built_directly() -> None:
+    with pytest.raises(ConfigError) as err:
+        Constant(1.0, tile=0)
+    assert err.value.field == "timing.tile"

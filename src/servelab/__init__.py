@@ -9,7 +9,9 @@ The library calls a notebook makes are the ones the CLI makes::
 
 from servelab.config import SimConfig
 from servelab.errors import ConfigError, ConfigWarning
-from servelab.search import capacity_search
+from servelab.experiment import run_experiment
+from servelab.load_sweep import sweep
+from servelab.search import capacity_search, capacity_searches
 from servelab.simulation import CompareResult, capacity, compare, prepare, simulate
 
 __version__ = "0.1.0"
@@ -22,7 +24,10 @@ __all__ = [
     "__version__",
     "capacity",
     "capacity_search",
+    "capacity_searches",
     "compare",
     "prepare",
+    "run_experiment",
     "simulate",
+    "sweep",
 ]

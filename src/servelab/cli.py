@@ -19,20 +19,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from servelab.analysis.criteria import parse_criteria
-from servelab.config import SimConfig
+from servelab.analysis.criteria import LATENCY_STATISTICS
+from servelab.analysis.theory import MEMORY_KEYS
+from servelab.config import DEFAULT_METRIC, DEFAULT_SEEDS, DEFAULT_TOLERANCE, MAX_LOAD, SimConfig
 from servelab.core.convention import CONVENTIONS
+from servelab.core.kv_settings import PREEMPTION_MODES
 from servelab.errors import ConfigError, ConfigWarning, SchedulerError
+from servelab.experiment import is_experiment, run_experiment
 from servelab.files import load_yaml, parse_yaml
-from servelab.report.plot import check_plot_path, plot_backlog
+from servelab.load_sweep import sweep
+from servelab.report.plot import check_plot_path, plot_backlog, plot_sweep
 from servelab.report.search import capacity_search_text, probe_line
+from servelab.report.sweep import load_line, sweep_text
 from servelab.report.table import capacity_text, compare_text, presets_text, simulate_text
 from servelab.results import check_out_dir, to_json, write_atomically
 from servelab.schedulers import SCHEDULERS, options_type
-from servelab.search import DEFAULT_SEEDS, DEFAULT_TOLERANCE, capacity_search
+from servelab.search import capacity_search
 from servelab.simulation import CompareResult, capacity, compare, simulate
 from servelab.timing.presets import list_presets
-from servelab.values import to_float, to_int
 
 DEFAULT_COMPARE_LOAD = 0.9
 DEFAULT_PLOT = "servelab-compare.png"
@@ -60,6 +64,8 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset-file", metavar="FILE", help="a preset YAML file of your own")
     g.add_argument("--budget", metavar="B", help="token budget b_max (default: the preset's)")
     g.add_argument("--kmax", metavar="K", help="at most K requests per batch (default: no cap)")
+    g.add_argument("--tile", metavar="T", help="GEMM tile: a batch of n tokens costs as "
+                   "ceil(n/T)*T tokens (default: the preset's, none for the shipped ones)")
     g.add_argument("--replicas", metavar="K",
                    help="K identical engines behind a router (default 1)")
     g.add_argument("--router", metavar="R", help="with --replicas: round_robin, random, "
@@ -75,6 +81,22 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", metavar="L", help="output lengths, same forms as --prefill")
     g.add_argument("--trace", metavar="FILE",
                    help="CSV with arrived_at,num_prefill_tokens,num_decode_tokens")
+    _memory_flags(p)
+
+
+def _memory_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("KV memory (unlimited without --kv-blocks)")
+    g.add_argument("--kv-blocks", metavar="N|preset",
+                   help="a KV cache of N blocks, or the preset's (`servelab presets`)")
+    g.add_argument("--block-size", metavar="T",
+                   help="tokens per KV block (default: the preset's, else 16)")
+    g.add_argument("--watermark", metavar="F",
+                   help="fraction of blocks a new prompt leaves free (default 0.01)")
+    g.add_argument("--preemption", choices=PREEMPTION_MODES,
+                   help="what eviction does with the KV (default recompute)")
+    g.add_argument("--swap-block-s", metavar="S",
+                   help="with --preemption swap: seconds to move one block each way "
+                   "(default: block size x the preset's KV bytes per token / 25 GB/s)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -120,13 +142,30 @@ CRITERIA_HELP = """criteria, --criterion C (repeatable; all must hold for every 
 
 def _search_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
-    g.add_argument("--criterion", metavar="C", action="append", required=True,
+    g.add_argument("--criterion", metavar="C", action="append",
                    help="what every run must meet, e.g. stable, ttft_p50<=0.5 or tbt_p99<=slo "
-                   "(repeatable; below)")
+                   "(repeatable; below; also --set criteria=[...])")
     g.add_argument("--seeds", metavar="N", help=f"seeds per rate: --seed S to S+N-1 (default "
                    f"{DEFAULT_SEEDS}); a rate passes only if every seed meets every criterion")
     g.add_argument("--tolerance", metavar="T", help="stop when the bracket's high end is "
                    f"within T of its low end, relative (default {DEFAULT_TOLERANCE})")
+
+
+def _compare_flags(p: argparse.ArgumentParser) -> None:
+    """What a comparison takes: schedulers, the engine and workload, the run."""
+    p.add_argument("--schedulers", metavar="A,B,C", help="default: all five")
+    _workload_flags(p)
+    _run_flags(p)
+
+
+def _sweep_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sweep")
+    g.add_argument("--loads", metavar="X,Y,...", help="the loads to compare at, as fractions "
+                   f"of capacity (each > 0, at most {MAX_LOAD:g}), e.g. 0.3,0.5,0.7,0.9; "
+                   "not with --rate or --load")
+    g.add_argument("--metric", metavar="M", help=f"the statistic the table and plot show, in "
+                   f"seconds: {LATENCY_STATISTICS}, or M:CLASS for one SLO class's (default "
+                   f"{DEFAULT_METRIC})")
 
 
 def _set_flag(p: argparse.ArgumentParser, text: str) -> None:
@@ -144,14 +183,17 @@ def _scheduler_epilog() -> str:
     return "\n".join(lines)
 
 
-def _output_flags(p: argparse.ArgumentParser, plot: bool = False) -> None:
+def _output_flags(p: argparse.ArgumentParser, plot: str | None = None) -> None:
+    """--json and --out; with ``plot`` (what the plot shows, and where by default), --plot."""
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g.add_argument("--out", metavar="DIR", help="write result files into a new directory DIR")
     if plot:
-        g.add_argument("--plot", metavar="FILE",
-                       help="backlog plot, .png, .svg or .pdf "
-                       f"(default: DIR/backlog.png or ./{DEFAULT_PLOT})")
+        g.add_argument("--plot", metavar="FILE", help=f"{plot}; .png, .svg or .pdf")
+
+
+BACKLOG_PLOT = f"the backlog plot (default: DIR/backlog.png, else ./{DEFAULT_PLOT})"
+SWEEP_PLOT = "the metric against the load (default: DIR/sweep.png with --out, else none)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,22 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="simulate several schedulers on the same requests "
                        "(no options: the paper's Figure 1 at 0.9 of capacity)", epilog=epilog,
                        formatter_class=formatter)
-    p.add_argument("--schedulers", metavar="A,B,C", help="default: all five")
-    _workload_flags(p)
-    _run_flags(p)
-    _output_flags(p, plot=True)
+    _compare_flags(p)
+    _output_flags(p, BACKLOG_PLOT)
+
+    p = sub.add_parser("sweep", help="compare schedulers at several loads: a latency "
+                       "statistic against the load", epilog=epilog, formatter_class=formatter)
+    _compare_flags(p)
+    _sweep_flags(p)
+    _output_flags(p, SWEEP_PLOT)
 
     p = sub.add_parser("run", help="run an experiment YAML (keys as the flags, or dotted "
-                       "paths)", epilog=epilog, formatter_class=formatter)
+                       "paths): one run, a comparison, a sweep (loads), capacity searches "
+                       "(criteria)", epilog=epilog, formatter_class=formatter)
     p.add_argument("file", metavar="FILE")
     _set_flag(p, "override a setting of the file by its flat name or dotted path, e.g. "
                  "rate=5 or scheduler.kp=4 (repeatable)")
-    _output_flags(p, plot=True)
+    _output_flags(p, f"with schedulers: {BACKLOG_PLOT}; with loads: {SWEEP_PLOT}")
     return parser
 
 
-_NOT_CONFIG = {"command", "json", "out", "plot", "file", "set", "criterion", "seeds",
-               "tolerance"}
+_NOT_CONFIG = {"command", "json", "out", "plot", "file", "set"}
 
 
 def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None,
@@ -239,7 +285,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
         rows.append({"name": preset.name, "budget": preset.budget,
                      "convention": preset.convention, "timing": preset.timing.describe(),
                      "tokens_per_s": mu, "description": preset.description,
-                     "source": preset.source})
+                     "source": preset.source,
+                     "kv": None if preset.kv is None else preset.kv.to_dict()})
     _emit(to_json(rows) if args.json else presets_text(rows))
 
 
@@ -287,17 +334,27 @@ def cmd_simulate(args: argparse.Namespace, config: SimConfig | None = None) -> N
                     else simulate_text(result.summary))
 
 
-def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> None:
-    config = _config_from_args(args) if config is None else config
-    if config.rate is None and config.load is None and config.trace is None:
-        config = config.replace(load=DEFAULT_COMPARE_LOAD)
+def _outputs(args: argparse.Namespace, plot_name: str, default_plot: Path | None
+             ) -> tuple[Path | None, Path | None, bool]:
+    """``--out`` and ``--plot``, checked before any run: the directory, where the plot goes
+    (``plot_name`` in the directory unless ``--plot`` says elsewhere; None: no plot), and
+    whether it goes into the directory."""
     out, plot = _path(args.out, "out"), _path(args.plot, "plot")
     if out is not None:
         check_out_dir(out)
     plot_in_out = out is not None and plot is None  # the plot travels with the results
-    plot_path = out / "backlog.png" if plot_in_out else plot or Path(DEFAULT_PLOT)
-    if not plot_in_out:
+    plot_path = out / plot_name if out is not None and plot_in_out else plot or default_plot
+    if plot_path is not None and not plot_in_out:
         check_plot_path(plot_path)
+    return out, plot_path, plot_in_out
+
+
+def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> None:
+    config = _config_from_args(args) if config is None else config
+    if config.rate is None and config.load is None and config.trace is None:
+        config = config.replace(load=DEFAULT_COMPARE_LOAD)
+    out, plot_path, plot_in_out = _outputs(args, "backlog.png", Path(DEFAULT_PLOT))
+    assert plot_path is not None  # a comparison always draws its plot
     names = config.schedulers
     _progress(f"simulating {', '.join(names or ('all five schedulers',))} ...")
     result = compare(config)
@@ -312,6 +369,8 @@ def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> No
             theory = {k: result.summaries[0][k]
                       for k in ("rate", "load", "capacity", "fluid_slope_tokens_per_s",
                                 "kmax_region", "theory_verdict", "theory_verdict_reason")}
+            theory.update({k: result.summaries[0][k] for k in MEMORY_KEYS
+                           if k in result.summaries[0]})
             return to_json({"theory": theory, "results": result.summaries, "plot": shown})
         return f"{compare_text(result.summaries)}\n\nbacklog plot: {shown or 'not written'}"
 
@@ -319,16 +378,11 @@ def cmd_compare(args: argparse.Namespace, config: SimConfig | None = None) -> No
 
 
 def cmd_capacity_search(args: argparse.Namespace) -> None:
-    config = _config_from_args(args)
-    criteria = parse_criteria(args.criterion)  # before anything runs
-    seeds = DEFAULT_SEEDS if args.seeds is None else to_int("seeds", args.seeds)
-    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else to_float("tolerance",
-                                                                          args.tolerance)
+    config = _config_from_args(args)  # --criterion, --seeds, --tolerance: settings too
     out = _path(args.out, "out")
     if out is not None:
         check_out_dir(out)
-    result = capacity_search(config, criteria, seeds=seeds, tolerance=tolerance,
-                             on_probe=lambda probe: _progress(probe_line(probe)))
+    result = capacity_search(config, on_probe=lambda probe: _progress(probe_line(probe)))
     text = to_json(result)
 
     def save(directory: Path) -> None:
@@ -348,6 +402,62 @@ def _write_compare(result: CompareResult, directory: Path, with_plot: bool) -> N
         plot_backlog(result.results, directory / "backlog.png")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    config = _config_from_args(args)
+    out, plot_path, plot_in_out = _outputs(args, "sweep.png", None)
+    result = {"sweep": sweep(config, on_load=lambda point: _progress(load_line(point)))}
+    _save_experiment(args, result, out, plot_path, plot_in_out, whole=False)
+
+
+def cmd_experiment(args: argparse.Namespace, config: SimConfig) -> None:
+    """A file with loads (a sweep) or criteria (capacity searches), or both."""
+    if config.loads is None and args.plot is not None:
+        raise ConfigError("plot", "only a sweep (loads:) or a comparison draws a plot; "
+                                  "capacity searches draw none")
+    out, plot_path, plot_in_out = _outputs(args, "sweep.png", None)
+    result = run_experiment(
+        config, on_load=lambda point: _progress(load_line(point)),
+        on_probe=lambda probe: _progress(f"{probe['scheduler']}: {probe_line(probe)}"))
+    _save_experiment(args, result, out, plot_path, plot_in_out, whole=True)
+
+
+def _save_experiment(args: argparse.Namespace, result: dict[str, Any], out: Path | None,
+                     plot_path: Path | None, plot_in_out: bool, whole: bool) -> None:
+    """Write an experiment's files and print its report: the sweep's (``sweep.json`` and its
+    plot), then each capacity search's (``<scheduler>/capacity_search.json``). ``whole``: the
+    JSON holds the parts by name; otherwise it is the sweep's alone (``servelab sweep``)."""
+    swept = result.get("sweep")
+    searches = result.get("capacity_searches", [])
+    plot = plot_path if swept is not None else None  # only a sweep draws one
+
+    def fill(directory: Path) -> None:
+        if swept is not None:
+            (directory / "sweep.json").write_text(to_json(swept) + "\n")
+            if plot is not None and plot_in_out:
+                plot_sweep(swept, directory / plot.name)
+        for search in searches:
+            (directory / search["scheduler"]).mkdir()
+            (directory / search["scheduler"] / "capacity_search.json").write_text(
+                to_json(search) + "\n")
+
+    writes = [] if out is None else [lambda: write_atomically(out, fill)]
+    if swept is not None and plot is not None and not plot_in_out:
+        writes.append(lambda: plot_sweep(swept, plot))
+
+    def report(saved: bool) -> str:
+        shown = str(plot) if saved and plot is not None else None
+        if args.json:
+            parts = {**result, **({"sweep": {**swept, "plot": shown}} if swept else {})}
+            return to_json(parts if whole else parts["sweep"])
+        texts = [capacity_search_text(s) for s in searches]
+        if swept is not None:
+            where = shown or ("not written" if plot else "none (give --plot FILE or --out DIR)")
+            texts.insert(0, f"{sweep_text(swept)}\n\nplot: {where}")
+        return "\n\n".join(texts)
+
+    _save_then_emit(writes, report)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     path = _path(args.file, "file")
     assert path is not None  # a required argument
@@ -357,14 +467,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     if not isinstance(data, dict):
         raise ConfigError("file", f"{path} must hold a mapping of settings")
     config = _config_from_args(args, data, str(path.resolve().parent))
-    if "schedulers" in config.written:  # even as null: a comparison of all five
+    if is_experiment(config):
+        cmd_experiment(args, config)
+    elif "schedulers" in config.written:  # even as null: a comparison of all five
         cmd_compare(args, config)
     else:
         cmd_simulate(args, config)
 
 
 COMMANDS = {"presets": cmd_presets, "capacity": cmd_capacity, "simulate": cmd_simulate,
-            "compare": cmd_compare, "run": cmd_run, "capacity-search": cmd_capacity_search}
+            "compare": cmd_compare, "sweep": cmd_sweep, "run": cmd_run,
+            "capacity-search": cmd_capacity_search}
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -21,6 +21,10 @@ relative ``tolerance``. The answer is the bracket's low end, the largest rate th
   steps down from it at no cost.
 - It looks down to ``MIN_FRACTION`` of the bound. A low end of None says no rate down there
   met the criteria.
+
+``plan_search`` checks and resolves a search before it runs (``run_search``), so that several
+(``capacity_searches``: one per scheduler; an experiment file's sweep and searches) are all
+checked before the first one starts.
 """
 
 from __future__ import annotations
@@ -34,21 +38,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from servelab.analysis.criteria import Criterion, evaluate_all, parse_criteria
-from servelab.config import DEFAULT_SCHEDULER, SimConfig
+from servelab.config import (
+    DEFAULT_SCHEDULER,
+    DEFAULT_SEEDS,
+    DEFAULT_TOLERANCE,
+    SimConfig,
+    parse_seeds,
+    parse_tolerance,
+)
 from servelab.errors import ConfigError, ConfigWarning
-from servelab.simulation import as_config, capacity, simulate
+from servelab.schedulers import knobs_for, refuse_unused_options
+from servelab.simulation import as_config, capacity, make_policies, simulate
 
-DEFAULT_SEEDS = 3
-DEFAULT_TOLERANCE = 0.01
 #: The first step away from the bound, as a fraction of the rate; each further step doubles,
 #: so a boundary far from the bound is still bracketed in a few probes.
 FIRST_STEP = 0.05
 #: The lowest rate probed, as a fraction of the starting bound.
 MIN_FRACTION = 0.01
-MAX_SEEDS = 1000
 
 #: Simulates one configuration and returns its summary (a test injects a fake one).
 Runner = Callable[[SimConfig], Mapping[str, Any]]
+#: Criteria as an argument: texts (or parsed), one text, or None for the config's.
+CriteriaArg = Sequence[str | Criterion] | str | None
+#: Told of each probe as it ends, with its runs.
+ProbeHook = Callable[[dict[str, Any]], None] | None
 
 
 def starting_bound(theory: Mapping[str, Any]) -> tuple[float, str]:
@@ -145,48 +158,81 @@ class _Prober:
         return low, high
 
 
-def capacity_search(
-    config: SimConfig | Mapping[str, Any],
-    criteria: Sequence[str | Criterion] | str,
-    *,
-    seeds: int | Sequence[int] = DEFAULT_SEEDS,
-    tolerance: float = DEFAULT_TOLERANCE,
-    on_probe: Callable[[dict[str, Any]], None] | None = None,
-    run: Runner = _simulate_summary,
-) -> dict[str, Any]:
-    """The largest rate at which every seed meets every criterion (module docstring).
+@dataclass(frozen=True)
+class SearchPlan:
+    """A capacity search checked and resolved, ready to run (``plan_search``)."""
 
-    ``criteria`` are texts such as ``"stable"`` or ``"ttft_p50<=0.5"``
-    (``servelab.analysis.criteria``). ``seeds`` is a count, taken from ``config.seed`` on, or
-    a list. ``on_probe`` is called after each probe with it and its runs. The result is plain
-    data: ``max_rate``, ``bracket``, ``criteria``, ``runs`` and the rest (docs/cli.md).
+    config: SimConfig  # what each probe simulates, at its rate and seed
+    criteria: list[Criterion]
+    seeds: list[int]
+    tolerance: float
+    theory: dict[str, Any]  # what ``capacity`` says of the configuration
+
+    @property
+    def scheduler(self) -> str:
+        return self.config.scheduler or DEFAULT_SCHEDULER
+
+
+def plan_search(
+    config: SimConfig | Mapping[str, Any],
+    criteria: CriteriaArg = None,
+    *,
+    seeds: int | Sequence[int] | None = None,
+    tolerance: float | None = None,
+) -> SearchPlan:
+    """Check a search's input before any run: every error a search can raise up front.
+
+    ``criteria``, ``seeds`` and ``tolerance`` replace the config's settings of the same names
+    (``run.criteria``, ``run.seeds``, ``run.tolerance``) when given.
     """
-    started = time.perf_counter()
     config = as_config(config)
-    parsed = parse_criteria(criteria)
-    seed_list = _seed_list(config, seeds)
-    tolerance = _tolerance(tolerance)
+    # An argument's errors name the argument, not the config's setting: checked outside.
+    given_seeds = parse_seeds(seeds)
+    given_tolerance = parse_tolerance(tolerance)
+    given_criteria = None if criteria is None else parse_criteria(criteria)
     with config.named_as_written():
+        config.refuse_experiments("capacity-search", keep=("criteria", "seeds", "tolerance"))
+        parsed = given_criteria or parse_criteria(config.criteria or ())
+        for criterion in parsed:
+            criterion.check_classes(config.slo)
         for name in ("rate", "load"):
             if getattr(config, name) is not None:
                 raise ConfigError(name, "capacity-search chooses the rate itself; leave it out")
-        theory = capacity(config)
+        if config.schedulers is not None:
+            raise ConfigError("schedulers", "a capacity search is for one scheduler; "
+                                            "capacity_searches searches for each of several")
+        probed = config.replace(criteria=None, seeds=None, tolerance=None)
+        make_policies(probed, [probed.scheduler or DEFAULT_SCHEDULER])
+        theory = capacity(probed)
+    seed_list = _seed_list(config, given_seeds or config.seeds or DEFAULT_SEEDS)
+    return SearchPlan(probed, parsed, seed_list,
+                      given_tolerance or config.tolerance or DEFAULT_TOLERANCE, theory)
+
+
+def run_search(
+    plan: SearchPlan,
+    on_probe: ProbeHook = None,
+    run: Runner = _simulate_summary,
+) -> dict[str, Any]:
+    """Run a planned search (module docstring); the result is ``capacity_search``'s."""
+    started = time.perf_counter()
+    theory = plan.theory
     lam = float(theory["max_rate"])
     start, binding = starting_bound(theory)
-    prober = _Prober(config, parsed, seed_list, lam, run, on_probe)
-    with _each_warning_once():
+    prober = _Prober(plan.config, plan.criteria, plan.seeds, lam, run, on_probe)
+    with each_warning_once():
         low, high = prober.bracket(start, MIN_FRACTION * start, lam)
         if low is not None:
-            low, high = prober.bisect(low, high, tolerance)
+            low, high = prober.bisect(low, high, plan.tolerance)
     return {
         "max_rate": low,
         "max_load": None if low is None else low / lam,
         "bracket": [low, high],
         "bracket_load": [None if r is None else r / lam for r in (low, high)],
-        "criteria": [c.to_dict() for c in parsed],
-        "scheduler": config.scheduler or DEFAULT_SCHEDULER,
-        "seeds": seed_list,
-        "tolerance": tolerance,
+        "criteria": [c.to_dict() for c in plan.criteria],
+        "scheduler": plan.scheduler,
+        "seeds": plan.seeds,
+        "tolerance": plan.tolerance,
         "start_rate": start,
         "start_binding": binding,
         "search_range": [MIN_FRACTION * start, lam],
@@ -197,35 +243,75 @@ def capacity_search(
     }
 
 
+def capacity_search(
+    config: SimConfig | Mapping[str, Any],
+    criteria: CriteriaArg = None,
+    *,
+    seeds: int | Sequence[int] | None = None,
+    tolerance: float | None = None,
+    on_probe: ProbeHook = None,
+    run: Runner = _simulate_summary,
+) -> dict[str, Any]:
+    """The largest rate at which every seed meets every criterion (module docstring).
+
+    ``criteria`` are texts such as ``"stable"`` or ``"ttft_p50<=0.5"``
+    (``servelab.analysis.criteria``), by default the config's ``criteria``. ``seeds`` is a
+    count, taken from ``config.seed`` on, or a list (default: the config's ``seeds``, else
+    3); ``tolerance`` the bracket's relative width (the config's, else 0.01). ``on_probe`` is
+    called after each probe with it and its runs. The result is plain data: ``max_rate``,
+    ``bracket``, ``criteria``, ``runs`` and the rest (docs/cli.md).
+    """
+    plan = plan_search(config, criteria, seeds=seeds, tolerance=tolerance)
+    return run_search(plan, on_probe, run)
+
+
+def plan_searches(config: SimConfig | Mapping[str, Any],
+                  criteria: CriteriaArg = None) -> list[SearchPlan]:
+    """One planned search per scheduler of ``config.schedulers`` (else its one scheduler),
+    each with the scheduler options it takes; all checked before any runs."""
+    config = as_config(config)
+    names = list(config.schedulers or [config.scheduler or DEFAULT_SCHEDULER])
+    with config.named_as_written():
+        refuse_unused_options(names, config.scheduler_options)
+    return [plan_search(config.replace(scheduler=name, schedulers=None,
+                                       scheduler_options=knobs_for(name,
+                                                                   config.scheduler_options)),
+                        criteria) for name in names]
+
+
+def capacity_searches(config: SimConfig | Mapping[str, Any], criteria: CriteriaArg = None, *,
+                      on_probe: ProbeHook = None, run: Runner = _simulate_summary
+                      ) -> list[dict[str, Any]]:
+    """``capacity_search`` for each scheduler of ``config.schedulers``, in order, with the
+    same criteria (by default the config's) and the config's ``seeds`` and ``tolerance``;
+    ``on_probe`` sees each probe with its ``scheduler``."""
+    return run_searches(plan_searches(config, criteria), on_probe, run)
+
+
+def run_searches(
+    plans: Sequence[SearchPlan],
+    on_probe: ProbeHook = None,
+    run: Runner = _simulate_summary,
+) -> list[dict[str, Any]]:
+    """Run planned searches in order; ``on_probe`` sees each probe with its ``scheduler``."""
+    results = []
+    with each_warning_once():  # the same requests in every search: warn about them once
+        for plan in plans:
+            named = (None if on_probe is None
+                     else lambda probe, name=plan.scheduler: on_probe({**probe, "scheduler": name}))
+            results.append(run_search(plan, named, run))
+    return results
+
+
 def _seed_list(config: SimConfig, seeds: int | Sequence[int]) -> list[int]:
-    """A count of seeds from ``config.seed`` on, or the seeds themselves: distinct, >= 0."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence) or isinstance(seeds, str):
-        raise ConfigError("seeds", f"expected a count or a list of seeds, got {seeds!r}")
+    """A count of seeds from ``config.seed`` on, or the seeds themselves (checked already)."""
     if isinstance(seeds, int):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise ConfigError("seeds", f"must be between 1 and {MAX_SEEDS}, got {seeds}")
         return [config.seed + i for i in range(seeds)]
-    listed = list(seeds)
-    if not listed or len(listed) > MAX_SEEDS:
-        raise ConfigError("seeds", f"list 1 to {MAX_SEEDS} seeds")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in listed):
-        raise ConfigError("seeds", f"seeds are integers >= 0, got {listed!r}")
-    if len(set(listed)) < len(listed):
-        raise ConfigError("seeds", "a seed is listed twice; each runs once per probe")
-    return listed
-
-
-def _tolerance(tolerance: float) -> float:
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
-        raise ConfigError("tolerance", f"expected a number, got {tolerance!r}")
-    if not 0 < tolerance < 1 or not math.isfinite(tolerance):
-        raise ConfigError("tolerance", f"must be between 0 and 1 (a fraction of the rate), "
-                                       f"got {tolerance}")
-    return float(tolerance)
+    return list(seeds)
 
 
 @contextmanager
-def _each_warning_once() -> Iterator[None]:
+def each_warning_once() -> Iterator[None]:
     """Every probe draws the same kind of requests, so a warning about them (a heavy-tailed
     length, say) would come once per run: pass each field's first one on, once."""
     with warnings.catch_warnings(record=True) as caught:

@@ -7,9 +7,10 @@ the configuration once (preset, workload, theory) and shared by every scheduler 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,6 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from servelab.analysis.memory import (
+    MemoryBound,
+    check_requests_fit,
+    largest_requests,
+    memory_bound,
+)
 from servelab.analysis.metrics import hist_stats_ms, latency_stats, slo_summary
 from servelab.analysis.stability import (
     Guards,
@@ -24,7 +31,12 @@ from servelab.analysis.stability import (
     backlog_verdict,
     request_guards,
 )
-from servelab.analysis.theory import request_capacity, theory_summary
+from servelab.analysis.theory import (
+    MEMORY_KEYS,
+    binding_bound,
+    request_capacity,
+    theory_summary,
+)
 from servelab.build import build_kind
 from servelab.config import (
     DEFAULT_ARRIVALS,
@@ -36,9 +48,19 @@ from servelab.config import (
     MAX_CLOCK_S,
     MAX_LOAD,
     MAX_REQUESTS,
+    PRESET_KV,
     SimConfig,
 )
 from servelab.core.convention import Convention
+from servelab.core.kv import KVCache
+from servelab.core.kv_settings import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_PREEMPTION,
+    DEFAULT_WATERMARK,
+    MISTRAL_7B_KV_BYTES_PER_TOKEN,
+    KVSettings,
+    swap_block_seconds,
+)
 from servelab.errors import ConfigError
 from servelab.results import BacklogSeries, RequestTable, SimResult
 from servelab.routers import Router, make_router
@@ -53,6 +75,7 @@ from servelab.workload.build import (
     WorkloadSpec,
     warn_if_unrepresentative,
 )
+from servelab.workload.lengths import LengthPairs, LengthSource
 
 DEFAULT_COMPARE = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
 #: ``--requests auto`` starts here and doubles until the verdict is confident or at the cap.
@@ -77,6 +100,7 @@ class Scenario:
     theory: dict[str, Any]
     guards: Guards
     auto_cap: int  # where an auto run stops growing: --max-requests, or the clock's limit
+    kv: KVSettings | None = None  # the KV cache; None is unlimited memory
 
     def horizon(self, workload: Workload) -> float:
         """The end of the arrival window: --duration, or the last arrival."""
@@ -102,13 +126,45 @@ def as_config(config: SimConfig | Mapping[str, Any]) -> SimConfig:
 
 
 def resolve_engine(config: SimConfig) -> tuple[Preset, int, Convention]:
-    """The preset, and the budget and convention after the config's overrides."""
+    """The preset (its timing tiled by ``--tile``), and the budget and convention after the
+    config's overrides."""
     if config.preset_file is not None:
         preset = load_preset_file(_path(config.preset_file, config))
     else:
         preset = load_preset(config.preset or DEFAULT_PRESET)
     budget = config.budget if config.budget is not None else preset.budget
+    if config.tile is not None:
+        preset = dataclasses.replace(
+            preset, timing=dataclasses.replace(preset.timing, tile=config.tile))
     return preset, budget, Convention.named(config.convention or preset.convention)
+
+
+def resolve_kv(config: SimConfig, preset: Preset) -> KVSettings | None:
+    """The run's KV cache: None (unlimited, whatever the preset says) unless --kv-blocks is
+    given. ``--kv-blocks preset`` takes the preset's figure; with a --block-size of its own,
+    the same memory in blocks of that size (rounded down)."""
+    if config.kv_blocks is None:
+        return None
+    kv = preset.kv
+    block_size = config.block_size or (kv.block_size if kv else DEFAULT_BLOCK_SIZE)
+    blocks = config.kv_blocks
+    if blocks == PRESET_KV:
+        if kv is None:
+            raise ConfigError("kv_blocks", f"preset {preset.name} gives no KV capacity (it has "
+                                           "no kv: section); give --kv-blocks N")
+        blocks = kv.blocks * kv.block_size // block_size
+        if blocks < 1:
+            raise ConfigError("block_size", f"{block_size:,} tokens is more than the preset's "
+                                            f"whole KV cache ({kv.blocks * kv.block_size:,})")
+    assert isinstance(blocks, int)
+    per_token = kv.bytes_per_token if kv and kv.bytes_per_token else MISTRAL_7B_KV_BYTES_PER_TOKEN
+    swap_s = config.swap_block_s
+    return KVSettings(
+        blocks, block_size,
+        DEFAULT_WATERMARK if config.watermark is None else config.watermark,
+        config.preemption or DEFAULT_PREEMPTION,
+        swap_block_seconds(block_size, per_token) if swap_s is None else swap_s,
+    )
 
 
 def resolve_workload(config: SimConfig) -> WorkloadSpec:
@@ -129,13 +185,13 @@ def _rate_field(config: SimConfig) -> str:
     return "load" if config.load is not None else "rate" if config.rate is not None else "trace"
 
 
-def check_load(config: SimConfig, rate: float, max_rate: float) -> None:
+def check_load(config: SimConfig, rate: float, max_rate: float, bound: str = "capacity") -> None:
     """Refuse arrivals so far above capacity that the backlog can only grow (``MAX_LOAD``)."""
     if rate > MAX_LOAD * max_rate:
         raise ConfigError(
             _rate_field(config),
             f"{rate:,.4g} requests/s is load {rate / max_rate:,.4g}, over {MAX_LOAD:g} times the "
-            f"capacity of {max_rate:,.4g} requests/s: the backlog only grows and the run says "
+            f"{bound} of {max_rate:,.4g} requests/s: the backlog only grows and the run says "
             f"nothing about stability; arrive at most at {MAX_LOAD * max_rate:,.4g} requests/s",
         )
 
@@ -181,6 +237,26 @@ def check_run_length(
         )
 
 
+def _memory_bound(config: SimConfig, kv: KVSettings | None, preset: Preset, budget: int,
+                  convention: Convention, lengths: LengthSource, m_p: float, m_d: float,
+                  rate: float) -> MemoryBound | None:
+    """The KV-memory bound when the run has a cache (checked against ``MAX_LOAD`` too)."""
+    if kv is None:
+        return None
+    _, _, n_star = request_capacity(preset.timing, budget, m_p, m_d, convention)
+    bound = memory_bound(preset.timing, budget, kv, lengths, convention,
+                         convention.work(m_p, m_d), m_p / (m_p + m_d), n_star)
+    check_load(config, rate, config.replicas * bound.max_rate, "KV-memory bound")
+    return bound
+
+
+def _auto_where(config: SimConfig, cap: int) -> Callable[[int], str] | None:
+    """For an error about request i of an auto run: which of the requests it may draw."""
+    if not config.auto:
+        return None
+    return lambda i: f" (request {i + 1:,} of the up to {cap:,} an auto run may draw)"
+
+
 def _path(name: str, config: SimConfig) -> Path:
     path = Path(name)
     if config.base_dir is not None and not path.is_absolute():
@@ -200,6 +276,7 @@ def _prepare(config: SimConfig) -> Scenario:
         raise ConfigError("rate", "required (requests per second), or --load as a fraction "
                                   "of capacity, or a --trace")
     preset, budget, convention = resolve_engine(config)
+    kv = resolve_kv(config, preset)
     spec = resolve_workload(config)
     tokens_per_s, max_rate, batch_tokens = request_capacity(
         preset.timing, budget, spec.mean_prompt, spec.mean_output, convention)
@@ -226,13 +303,22 @@ def _prepare(config: SimConfig) -> Scenario:
     auto_cap = min(config.request_cap, max(len(workload), int(MAX_CLOCK_S * nominal)))
     m_p = float(workload.prompt.mean()) if spec.trace is not None else spec.mean_prompt
     m_d = float(workload.output.mean()) if spec.trace is not None else spec.mean_output
+    memory = None
+    if kv is not None:  # every request that may run must fit, checked before any runs
+        drawn = stream.first(auto_cap) if config.auto else workload
+        check_requests_fit(kv, LengthPairs(drawn.prompt, drawn.output), convention,
+                           _auto_where(config, auto_cap))
+        lengths = (LengthPairs(workload.prompt, workload.output) if spec.trace is not None
+                   else spec.length_source())
+        memory = _memory_bound(config, kv, preset, budget, convention, lengths, m_p, m_d,
+                               nominal)
     theory = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, nominal,
-                            spec.fixed_prompt, config.replicas)
+                            spec.fixed_prompt, config.replicas, memory)
     theory["mean_prefill_tokens"] = m_p
     theory["mean_decode_tokens"] = m_d
     guards = request_guards(preset.timing, budget, m_p, m_d, convention)
     return Scenario(config, preset, budget, convention, spec, stream, workload, theory, guards,
-                    auto_cap)
+                    auto_cap, kv)
 
 
 def make_policies(config: SimConfig, names: Sequence[str]) -> list[Scheduler]:
@@ -251,23 +337,47 @@ def build_scheduler(scenario: Scenario, name: str) -> Scheduler:
 
 
 def _check_prompts_fit(scheduler: Scheduler, scenario: Scenario) -> None:
-    """A policy that never splits a prompt cannot serve one longer than the budget. An auto
-    run may grow to ``auto_cap`` requests, so all of those are checked now, not when a later
-    step draws them (and a finished comparison would be lost to the error)."""
+    """Refuse, before running, what this policy could never schedule: a prompt over the
+    budget when it never splits one (or, under recompute preemption, a prompt and its output
+    so far, which it must prefill again in one batch), and a reservation larger than the KV
+    cache. An auto run may grow to ``auto_cap`` requests, so all of those are checked now, not
+    when a later step draws them (and a finished comparison would be lost to the error)."""
+    kv = scenario.kv
+    if kv is not None:
+        reserve = scheduler.kv_reserve_tokens()
+        if kv.blocks_for(reserve) + kv.watermark_blocks > kv.blocks:
+            raise ConfigError("kv_blocks", f"{scheduler.name} reserves {reserve:,} tokens "
+                                           f"({kv.blocks_for(reserve):,} blocks) for every "
+                                           f"request, more than the cache's {kv.blocks:,} "
+                                           "blocks less the watermark: nothing could run")
     if not scheduler.whole_prefill:
         return
     auto = scenario.config.auto
-    prompts = (scenario.stream.first(scenario.auto_cap) if auto else scenario.workload).prompt
-    longest = int(prompts.max())
+    drawn = scenario.stream.first(scenario.auto_cap) if auto else scenario.workload
+    request = _auto_where(scenario.config, scenario.auto_cap)
+    longest = int(drawn.prompt.max())
     if longest > scenario.budget:
-        where = (f" (request {int(prompts.argmax()) + 1:,} of the up to "
-                 f"{scenario.auto_cap:,} an auto run may draw)" if auto else "")
+        where = request(int(drawn.prompt.argmax())) if request else ""
         raise ConfigError(
             "prefill",
             f"a prompt of {longest} tokens{where} exceeds the token budget {scenario.budget}, "
             f"and {scheduler.name} never splits a prompt, so it could never be scheduled (use "
             "--chunked-prefill or a larger --budget)",
         )
+    if kv is not None and kv.preemption == "recompute":
+        # A request preempted before its last token prefills its prompt and output so far.
+        recomputed = drawn.prompt + drawn.output - 1
+        worst = int(recomputed.argmax())
+        if recomputed[worst] > scenario.budget:
+            where = request(worst) if request else ""
+            raise ConfigError(
+                "kv_blocks",
+                f"a request of {int(drawn.prompt[worst])} prompt and {int(drawn.output[worst])} "
+                f"output tokens{where}, once preempted, recomputes up to "
+                f"{int(recomputed[worst])} tokens in one batch, over the token budget "
+                f"{scenario.budget}, and {scheduler.name} never splits a prompt (use "
+                "--chunked-prefill, a larger --budget or --preemption swap)",
+            )
 
 
 def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
@@ -297,8 +407,19 @@ def run_scheduler(scenario: Scenario, scheduler: Scheduler) -> SimResult:
             f"; but the theory says no scheduler keeps up at this load: the backlog grows "
             f"({summary['fluid_slope_tokens_per_s']:,.1f} tokens/s in the fluid limit), only "
             "slower than the tolerance, so treat a load this close to capacity as unstable")
+    elif summary["verdict"] == "stable" and _beyond_full_batches(summary):
+        summary["verdict_reason"] += (
+            "; but full batches of b_max serve less than arrives, and this scheduler fills "
+            "the budget under load: its backlog grows, only slower than the tolerance")
     summary["wall_s"] = time.perf_counter() - started
     return result
+
+
+def _beyond_full_batches(summary: dict[str, Any]) -> bool:
+    """A work-conserving policy offered more than its full batches serve (theory.py)."""
+    full = summary["capacity"].get("full_batch_tokens_per_s")
+    return (summary["work_conserving"] and full is not None
+            and summary["offered_tokens_per_s"] >= full)
 
 
 def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:
@@ -313,9 +434,8 @@ def _run_length(scenario: Scenario, steps: list[int]) -> dict[str, Any]:
 
 def _unresolved(summary: dict[str, Any], scheduler: Scheduler, cap: int) -> str:
     """Why ``--requests auto`` stopped at its cap without a confident verdict."""
-    region = summary["kmax_region"]  # with a request cap, the region's load decides
-    load = region["load"] if region else summary["load"]
-    boundary = "the k_max region's boundary" if region else "capacity"
+    bound = binding_bound(summary)  # the KV memory's, the k_max region's or the tokens'
+    load, boundary = bound.load, bound.boundary
     measured = math.isfinite(summary["served_tokens_per_s"])  # not stopped by a guard
     if scheduler.work_conserving and abs(load - 1) < 0.05 and measured:
         near = (f"is within {abs(load - 1):.1%} of {boundary}" if abs(load - 1) >= 5e-4
@@ -330,9 +450,12 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
     c = scenario.config
     # Replicas share the scheduler object: a policy keeps no state between calls (it reads
     # what it needs, a mean batch time say, from the view of the engine that asks).
+    kv = scenario.kv
     engines = [Engine(scheduler, scenario.preset.timing, scenario.budget, c.kmax,
                       scenario.convention, c.record_batches,
-                      slo_classes=scenario.spec.slo) for _ in range(c.replicas)]
+                      None if kv is None else KVCache(kv.blocks, kv.block_size, kv.watermark,
+                                                      kv.preemption, kv.swap_block_s),
+                      scenario.spec.slo) for _ in range(c.replicas)]
     horizon = scenario.horizon(w)
     router: Router | None = None
     if c.replicas == 1:
@@ -362,6 +485,7 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
         "scheduler": scheduler.name,
         "scheduler_options": scheduler.options(),
         "work_conserving": scheduler.work_conserving,
+        "reconstructed": scheduler.reconstructed,
         "preset": scenario.preset.name,
         "timing": scenario.preset.timing.describe(),
         "budget": scenario.budget,
@@ -436,10 +560,9 @@ def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload,
 
 
 def _capacity_along_mix(theory: dict[str, Any]) -> float:
-    """Token slots/s the engine can serve of this workload: the token capacity, or with a
-    request cap the k_max region's boundary along the workload's mix."""
-    region = theory.get("kmax_region") or {}
-    max_rate = region.get("max_rate", theory["capacity"]["max_rate"])
+    """Token slots/s the engine can serve of this workload: the binding bound's request rate
+    (the token capacity, the k_max region's along the mix, or the KV memory's) times W."""
+    max_rate = binding_bound(theory).max_rate
     return float(max_rate) * float(theory["capacity"]["work_per_request_tokens"])
 
 
@@ -447,6 +570,7 @@ def simulate(config: SimConfig | Mapping[str, Any]) -> SimResult:
     """Run one scheduler (``config.scheduler``) and return its result."""
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("simulate")
         if config.schedulers is not None:
             raise ConfigError("schedulers", "simulate runs one scheduler; compare runs a list")
         [policy] = make_policies(config, [config.scheduler or DEFAULT_SCHEDULER])
@@ -466,6 +590,17 @@ def compare(
     """
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("compare")
+    scenario, policies = prepare_comparison(config, schedulers)
+    return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
+
+
+def prepare_comparison(
+    config: SimConfig, schedulers: Sequence[str] | None = None
+) -> tuple[Scenario, list[Scheduler]]:
+    """What ``compare`` runs, checked and resolved before any run: the scenario (one request
+    stream for every policy) and the policies (``schedulers``, else the config's)."""
+    with config.named_as_written():
         if schedulers is not None:
             if isinstance(schedulers, str):
                 raise ConfigError("schedulers", f"expected a list of scheduler names, got the "
@@ -477,18 +612,20 @@ def compare(
         scenario = _prepare(config)
         for policy in policies:
             _check_prompts_fit(policy, scenario)
-    return CompareResult(scenario, [run_scheduler(scenario, p) for p in policies])
+    return scenario, policies
 
 
 def capacity(config: SimConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The theory alone for a configuration (no simulation)."""
     config = as_config(config)
     with config.named_as_written():
+        config.refuse_experiments("capacity")
         return _capacity(config)
 
 
 def _capacity(config: SimConfig) -> dict[str, Any]:
     preset, budget, convention = resolve_engine(config)
+    kv = resolve_kv(config, preset)
     spec = resolve_workload(config)
     m_p, m_d = spec.mean_prompt, spec.mean_output
     _, max_rate, _ = request_capacity(preset.timing, budget, m_p, m_d, convention)
@@ -497,8 +634,14 @@ def _capacity(config: SimConfig) -> dict[str, Any]:
     if rate is None:  # no rate: a trace's own pace, or the theory alone
         rate = spec.trace.mean_rate if spec.trace is not None else 0.0
     check_load(config, rate, max_rate)
+    if kv is not None:
+        largest = largest_requests(spec.length_source())
+        if largest is not None:  # unbounded lengths: only a run's draws can be checked
+            check_requests_fit(kv, largest, convention)
+    memory = _memory_bound(config, kv, preset, budget, convention, spec.length_source(), m_p,
+                           m_d, rate)
     out = theory_summary(preset.timing, budget, config.kmax, m_p, m_d, convention, rate,
-                         spec.fixed_prompt, config.replicas)
+                         spec.fixed_prompt, config.replicas, memory)
     capacity_block = out["capacity"]
     result: dict[str, Any] = {
         "preset": preset.name,
@@ -518,6 +661,8 @@ def _capacity(config: SimConfig) -> dict[str, Any]:
                       verdict=out["theory_verdict"], verdict_reason=out["theory_verdict_reason"])
     if out["kmax_region"] is not None:
         result["kmax_region"] = out["kmax_region"]
+    if memory is not None:
+        result.update({key: out[key] for key in MEMORY_KEYS})
     return result
 
 

@@ -1,4 +1,5 @@
-"""What a capacity search holds each run to: ``stable``, ``ttft_p50<=0.5``, ``tbt_p99<=slo``.
+"""What a capacity search holds each run to: ``stable``, ``ttft_p50<=0.5``, ``tbt_p99<=slo``;
+and the latency statistics a sweep shows (``Statistic``: ``ttft_p50``, ``tbt_p99:strict``).
 
 A criterion is ``stable`` (the run's stability verdict must be ``stable``), or ``METRIC OP
 VALUE``:
@@ -30,8 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from servelab.core.slo import SloClass
 from servelab.errors import ConfigError
-from servelab.values import to_float
+from servelab.values import kind_of, to_float
 
 LATENCIES = ("ttft", "tbt", "tpot", "e2e")
 STATISTICS = ("mean", "p50", "p90", "p99")
@@ -48,8 +50,9 @@ COMPARISONS = {**UPPER, **LOWER}
 BEYOND_CAPACITY = "stable, theory unstable"
 #: ``stable``'s values from the least favourable to the most.
 VERDICTS = ("unstable", "inconclusive", BEYOND_CAPACITY, STABLE)
-KNOWN = (f"{STABLE}; {{{','.join(LATENCIES)}}}_{{{','.join(STATISTICS)}}} (seconds) with <= or "
-         f"<; {ATTAINMENT} (a fraction) with >= or >")
+LATENCY_STATISTICS = f"{{{','.join(LATENCIES)}}}_{{{','.join(STATISTICS)}}}"
+KNOWN = (f"{STABLE}; {LATENCY_STATISTICS} (seconds) with <= or <; {ATTAINMENT} (a fraction) "
+         "with >= or >")
 _SHAPE = re.compile(r"\s*([A-Za-z0-9_]+)\s*(<=|>=|==|=<|=>|<|>|=|!=)?\s*(.*?)\s*$")
 
 #: What a criterion measured in one run: a number, a verdict, one number per SLO class, or None
@@ -137,6 +140,16 @@ class Criterion:
         assert self.op is not None
         return bool(COMPARISONS[self.op](value, threshold))
 
+    def check_classes(self, classes: Sequence[SloClass]) -> None:
+        """Before any run, what ``evaluate`` would find in the first: this criterion needs SLO
+        classes the workload lacks, or a target one of its classes lacks."""
+        if self.metric != ATTAINMENT and self.threshold != SLO:
+            return
+        reported = [{"name": c.name, "tbt_target_s": c.tbt_s, "ttft_target_s": c.ttft_s}
+                    for c in classes]  # as a run's summary lists them
+        for cls in self._classes({"classes": reported}):
+            self._target(cls)
+
 
 def diverges(summary: Mapping[str, Any]) -> bool:
     """Whether a run's queue grows without bound: its verdict, or the theory, says unstable."""
@@ -193,8 +206,12 @@ def parse_criterion(text: str) -> Criterion:
 
 
 def _known_metric(metric: str) -> bool:
+    return metric == ATTAINMENT or _is_latency_statistic(metric)
+
+
+def _is_latency_statistic(metric: str) -> bool:
     name, _, stat = metric.partition("_")
-    return metric == ATTAINMENT or (name in LATENCIES and stat in STATISTICS)
+    return name in LATENCIES and stat in STATISTICS
 
 
 def _threshold(metric: str, raw: str, text: str) -> float | str:
@@ -239,3 +256,55 @@ def evaluate_all(criteria: Sequence[Criterion], summary: Mapping[str, Any]
             failed.append(c.text)
     return values, failed
 
+
+@dataclass(frozen=True)
+class Statistic:
+    """A latency statistic of a run, in seconds, over all its completed requests or one SLO
+    class's: ``ttft_p50``, ``tbt_p99:strict``. What a sweep shows against the load."""
+
+    metric: str  # a latency statistic, such as "ttft_p50"
+    slo_class: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.metric if self.slo_class is None else f"{self.metric}:{self.slo_class}"
+
+    @property
+    def label(self) -> str:
+        """For a plot's axis: ``TTFT p50``, ``TBT p99, class strict``."""
+        name, stat = self.metric.split("_")
+        return f"{name.upper()} {stat}" + ("" if self.slo_class is None
+                                            else f", class {self.slo_class}")
+
+    def check_classes(self, classes: Sequence[SloClass]) -> None:
+        """Before any run: a statistic of one class needs the workload to have that class."""
+        names = [c.name for c in classes]
+        if self.slo_class is not None and self.slo_class not in names:
+            have = f"its classes are {', '.join(names)}" if names else "it has no SLO classes"
+            raise ConfigError("metric", f"{self.text}: the workload has no SLO class "
+                                        f"{self.slo_class!r}; {have}")
+
+    def value_s(self, summary: Mapping[str, Any]) -> float | None:
+        """The statistic in a run's summary, in seconds; None where the run measured none."""
+        if self.slo_class is None:
+            return _latency_s(summary, self.metric)
+        for cls in summary.get("classes") or ():
+            if cls["name"] == self.slo_class:
+                return _latency_s(cls, self.metric)
+        raise ConfigError("metric", f"{self.text}: the run has no SLO class {self.slo_class!r}")
+
+
+def parse_statistic(text: str | Statistic) -> Statistic:
+    """``METRIC`` or ``METRIC:CLASS`` (``Statistic``); a ConfigError on ``metric``."""
+    if isinstance(text, Statistic):
+        return text
+    if not isinstance(text, str):
+        raise ConfigError("metric", f"expected text such as 'ttft_p50', got {kind_of(text)}")
+    metric, colon, slo_class = (part.strip() for part in text.partition(":"))
+    if not _is_latency_statistic(metric.lower()):
+        raise ConfigError("metric", f"unknown statistic {metric!r}; known: "
+                                    f"{LATENCY_STATISTICS} (seconds), and METRIC:CLASS for one "
+                                    "SLO class's")
+    if colon and not slo_class:
+        raise ConfigError("metric", f"{text.strip()!r} names no SLO class after the ':'")
+    return Statistic(metric.lower(), slo_class or None)

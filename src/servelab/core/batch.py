@@ -9,9 +9,14 @@ Decoders can be named two ways, and a scheduler declares which it uses
 - ``decode = [requests]``: an explicit list, in any order (deadline order, newest first), for
   policies that choose decoders one by one. The engine then serves exactly those.
 
-``preempt`` lists decoding requests to evict before the batch runs: each loses its KV state
-and goes back to the front of the waiting queue, to prefill its prompt and its output so far
-again (recompute preemption).
+``preempt`` lists requests to evict before the batch runs: a decoder loses its KV state and
+goes back to the front of the waiting queue, to prefill its prompt and its output so far again
+(recompute preemption), or, when the engine swaps, waits in host memory to decode on; a begun
+prefill starts its prefill over.
+
+``idle_until`` makes an empty batch a decision: a policy that is not work-conserving (WAIT
+holds prompts until enough have gathered) runs nothing now, and the engine asks it again at
+that time at the latest, or sooner when a request arrives.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ class Batch:
         *,
         decode: Sequence[Request] | None = None,
         preempt: Sequence[Request] | None = None,
+        idle_until: float | None = None,
     ) -> None:
         self.prefill: Any = prefill
         self.decode_first: Any = decode_first
         self.decode: Any = decode
         self.preempt: Any = preempt
+        self.idle_until: Any = idle_until
 
     @property
     def prefill_tokens(self) -> int:
@@ -67,4 +74,5 @@ class Batch:
                    else f"decode=[{', '.join(str(r.id) for r in self.decode)}]")
         evicted = ("" if not self.preempt
                    else f", preempt=[{', '.join(str(r.id) for r in self.preempt)}]")
-        return f"Batch(prefill=[{chunks}], {decodes}{evicted})"
+        idle = "" if self.idle_until is None else f", idle_until={self.idle_until!r}"
+        return f"Batch(prefill=[{chunks}], {decodes}{evicted}{idle})"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from servelab.analysis.theory import binding_bound
+
 LATENCY_ROWS = (("TTFT", "ttft_ms"), ("TBT", "tbt_ms"), ("TPOT", "tpot_ms"), ("E2E", "e2e_ms"))
 
 
@@ -40,6 +42,11 @@ def _percent(fraction: float | None) -> str:
     return f"{fraction:.1%}" if _known(fraction) else "-"
 
 
+def scheduler_label(s: dict[str, Any]) -> str:
+    """The policy's name, marked where it is our reconstruction of a paper's (RAD)."""
+    return f"{s['scheduler']} (reconstructed)" if s.get("reconstructed") else s["scheduler"]
+
+
 def _engine_line(s: dict[str, Any]) -> str:
     kmax = f", k_max={s['kmax']}" if s.get("kmax") else ""
     replicas = s.get("replicas")
@@ -62,20 +69,36 @@ def engines_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _workload_line(s: dict[str, Any]) -> str:
+def workload_source(s: dict[str, Any]) -> str:
+    """Where a run's requests come from: its trace, or its arrivals and length specs."""
     w = s["workload"]
     if "trace" in w:
-        source = f"trace {w['trace']}"
-    else:
-        source = f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
-    return (f"workload  {source}; mean {s['mean_prefill_tokens']:.1f} + "
-            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; seed {w['seed']}")
+        return f"trace {w['trace']}"
+    return f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
+
+
+def _workload_line(s: dict[str, Any]) -> str:
+    return (f"workload  {workload_source(s)}; mean {s['mean_prefill_tokens']:.1f} + "
+            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; "
+            f"seed {s['workload']['seed']}")
 
 
 def _region_limit(region: dict[str, Any]) -> str:
     """The k_max region's request capacity and the prompt length it assumed."""
     return (f"{region['assumption']}: at most {region['max_rate']:.4f} req/s at this "
             "prefill:decode mix")
+
+
+def memory_line(s: dict[str, Any]) -> list[str]:
+    """The KV-memory bound beside the token bound, and which binds; nothing without a cache."""
+    m = s.get("memory")
+    if not m:
+        return []
+    load = f"; memory load {_rate(m['load'])}" if "load" in m else ""
+    return [f"memory    KV {m['kv_blocks']:,} blocks x {m['block_size']} = {m['kv_tokens']:,} "
+            f"tokens; {m['kv_token_iterations_per_request']:,.1f} token-iterations per request "
+            f"at {m['batch_tokens']:,.1f} tokens per {m['batch_s'] * 1e3:,.2f} ms batch: at most "
+            f"{m['max_rate']:.4f} req/s{load}; binding: {s['binding']}"]
 
 
 def _answer(verdict: str, reason: str) -> str:
@@ -99,6 +122,7 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
                   f"{px:,.1f}, decode {dx:,.1f}) tokens/s, 2-D load {region['load']:.3f}; {slope}"]
     else:
         lines.append(f"theory    {capacity}; {slope}")
+    lines += memory_line(s)
     lines.append(f"          {_answer(s['theory_verdict'], s['theory_verdict_reason'])}")
     return lines
 
@@ -124,8 +148,8 @@ def measured_lines(s: dict[str, Any]) -> list[str]:
     lines = [f"measured  verdict {s['verdict'].upper()}: {s['verdict_reason']}"]
     if _known(s["served_tokens_per_s"]):  # the window was measured
         ci_lo, ci_hi = s["backlog_slope_ci95_tokens_per_s"]
-        region = s.get("kmax_region")  # with a request cap, loads are the region's
-        load, nominal_load = ("2-D load", region["load"]) if region else ("load", s["load"])
+        bound = binding_bound(s)  # the loads are the binding bound's
+        load, nominal_load = bound.load_name, bound.load
         lines += [
             f"          over {lo:,.1f}-{hi:,.1f} s: backlog slope "
             f"{_num(s['backlog_slope_tokens_per_s'])} ± "
@@ -167,7 +191,7 @@ def _latency_rows(label_width: int, labelled: list[tuple[str, dict[str, Any] | N
 
 def simulate_text(s: dict[str, Any]) -> str:
     """The human report of one run."""
-    lines = [f"servelab simulate: {s['scheduler']}", *theory_lines(s), *measured_lines(s)]
+    lines = [f"servelab simulate: {scheduler_label(s)}", *theory_lines(s), *measured_lines(s)]
     lines += [
         f"          throughput {_num(s['throughput']['tokens_per_s'])} tokens/s, "
         f"{_rate(s['throughput']['requests_per_s'])} req/s; {s['completed']:,} completed, "
@@ -223,7 +247,7 @@ def _compare_row(s: dict[str, Any]) -> list[str]:
 
     slope = (f"{_num(s['backlog_slope_tokens_per_s'])} ± "
              f"{_num(s['backlog_slope_stderr_tokens_per_s'])}")
-    return [s["scheduler"], s["verdict"], slope, _num(s["served_tokens_per_s"]),
+    return [scheduler_label(s), s["verdict"], slope, _num(s["served_tokens_per_s"]),
             f"{s['arrived']:,}", q("ttft_ms", "p50"), q("ttft_ms", "p99"),
             q("tbt_ms", "p50"), q("tbt_ms", "p99"), q("e2e_ms", "p50"), q("e2e_ms", "p99"),
             f"{s['in_flight']:,}"]
@@ -233,7 +257,7 @@ def compare_text(summaries: Sequence[dict[str, Any]]) -> str:
     """Theory once, then one row per scheduler (latencies in ms), then what needs a word."""
     first = summaries[0]
     auto = first["run_length"]["mode"] == "auto"
-    lines = [f"servelab compare: {', '.join(s['scheduler'] for s in summaries)}",
+    lines = [f"servelab compare: {', '.join(scheduler_label(s) for s in summaries)}",
              *theory_lines(first),
              "measured  each verdict is read from the second half of its own run"
              + (" (auto: grown until the verdict was confident)" if auto else "")
@@ -294,10 +318,13 @@ def _row(cells: Sequence[str], widths: Sequence[int], left: int = 1) -> str:
 
 
 def presets_text(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'preset':<24}{'budget':>7}  {'convention':<11}{'capacity tok/s':>15}  timing"]
+    lines = [f"{'preset':<24}{'budget':>7}  {'convention':<11}{'capacity tok/s':>15}"
+             f"{'KV blocks':>15}  timing"]
     for r in rows:
+        kv = r["kv"]
+        blocks = f"{kv['blocks']:,} x {kv['block_size']}" if kv else "-"
         lines.append(f"{r['name']:<24}{r['budget']:>7}  {r['convention']:<11}"
-                     f"{r['tokens_per_s']:>15,.1f}  {r['timing']}")
+                     f"{r['tokens_per_s']:>15,.1f}{blocks:>15}  {r['timing']}")
     return "\n".join(lines)
 
 
@@ -312,14 +339,22 @@ def capacity_text(c: dict[str, Any]) -> str:
         f"capacity  {c['tokens_per_s']:,.1f} tokens/s at {c['batch_tokens_at_capacity']} tokens "
         f"per batch = {c['max_rate']:.4f} requests/s{alone}",
     ]
+    if "full_batch_tokens_per_s" in c:
+        lines.append(f"          full batches of {c['budget']} serve only "
+                     f"{c['full_batch_tokens_per_s']:,.1f} tokens/s = "
+                     f"{c['full_batch_max_rate']:.4f} requests/s: the most a work-conserving "
+                     "scheduler keeps up with")
     if region:
         vertices = ", ".join(f"({x:,.1f}, {y:,.1f})" for x, y in region["vertices_tokens_per_s"])
         lines += [f"k_max     region vertices (prefill, decode) tokens/s: {vertices}",
                   f"          {_region_limit(region)}"]
+    lines += memory_line(c)
     if "load" in c:
         load = f"load {c['load']:.4f} of the token capacity"
         if region:
             load += f", 2-D load {region['load']:.4f} in the k_max region"
+        if "memory" in c:
+            load += f", memory load {c['memory']['load']:.4f}"
         lines += [f"load      {c['rate']:.4f} req/s: {load}; fluid backlog slope "
                   f"{c['fluid_slope_tokens_per_s']:,.1f} tokens/s",
                   f"verdict   {_answer(c['verdict'], c['verdict_reason'])}"]

@@ -13,16 +13,20 @@ from servelab.errors import ConfigError
 from servelab.schedulers.base import EngineView, Scheduler
 from servelab.schedulers.fastertransformer import FasterTransformer
 from servelab.schedulers.kfcfs import KFCFS
+from servelab.schedulers.nested_wait import NestedWait
 from servelab.schedulers.options import SchedulerOptions
 from servelab.schedulers.orca import Orca
+from servelab.schedulers.rad import RAD
 from servelab.schedulers.reserving import FasterTransformerStatic, OrcaReserve
-from servelab.schedulers.sarathi import Sarathi
+from servelab.schedulers.sarathi import Sarathi, SarathiSPF
 from servelab.schedulers.slai import Slai
 from servelab.schedulers.vllm import VanillaVLLM
+from servelab.schedulers.wait import Wait
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
-    cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, KFCFS,
-                              FasterTransformerStatic, OrcaReserve, Slai)
+    cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, SarathiSPF, KFCFS,
+                              FasterTransformerStatic, OrcaReserve, RAD, Wait, NestedWait,
+                              Slai)
 }
 
 

@@ -14,17 +14,21 @@ from typing import ClassVar, Protocol, TypeVar
 from mypy_extensions import mypyc_attr
 
 from servelab.core.batch import Batch
+from servelab.core.convention import Convention
 from servelab.core.kv import KVCache
 from servelab.core.request import Request
 from servelab.core.slo import SloClass
 from servelab.schedulers.memory import MemoryRoom
+from servelab.timing.models import TimingModel
 
 
 class Queue(Protocol):
-    """The waiting queue as a scheduler reads it: in order, with a length and a front."""
+    """The waiting queue as a scheduler reads it: in order, with a length and a front;
+    ``reversed`` reads it newest first."""
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Request]: ...
+    def __reversed__(self) -> Iterator[Request]: ...
     def __getitem__(self, i: int) -> Request: ...
 
 
@@ -46,6 +50,10 @@ class EngineView(Protocol):
         """``max_seqs`` as a number: the budget when there is no cap (a batch of n tokens never
         holds more than n requests)."""
     @property
+    def convention(self) -> Convention:
+        """The token convention: whether the iteration that ends a prefill emits output
+        token 1 (how many iterations a request of a given output length takes)."""
+    @property
     def waiting(self) -> Queue: ...
     @property
     def num_decoding(self) -> int: ...
@@ -59,6 +67,10 @@ class EngineView(Protocol):
     @property
     def mean_batch_s(self) -> float:
         """The mean duration of every batch so far (0 before the first)."""
+    @property
+    def timing(self) -> TimingModel:
+        """The engine's batch-time model (a real engine's: its profiled preset), for a policy
+        that sizes its batches by what they cost (RAD)."""
     @property
     def slo_classes(self) -> tuple[SloClass, ...]:
         """The run's service-level classes, indexed by ``Request.slo_class`` (empty: none),
@@ -103,6 +115,9 @@ class Scheduler(ABC):
     work_conserving: ClassVar[bool]
     #: A policy that reads true output lengths must say so.
     clairvoyant: ClassVar[bool] = False
+    #: True for our reconstruction of a policy whose paper gives no algorithm (RAD): results
+    #: say so, and docs/model.md says what is known and what is inferred.
+    reconstructed: ClassVar[bool] = False
     #: How batches name decoders: "fcfs" (``Batch.decode_first``, the fast path) or
     #: "explicit" (``Batch.decode``, and ``Batch.preempt``); see ``core.batch``.
     decode_order: ClassVar[str] = "fcfs"

@@ -53,7 +53,10 @@ class KFCFS(Scheduler):
         return {"priority": self.priority, "kp": self.k_prefill, "kd": self.k_decode}
 
     def schedule(self, view: EngineView) -> Batch:
-        budget = view.budget
+        return self.schedule_under(view, view.budget)
+
+    def schedule_under(self, view: EngineView, budget: int) -> Batch:
+        """The batch under a token budget of ``budget``, at most the view's (RAD's B*)."""
         seqs = view.seq_limit
         d = view.num_decoding
         if d > self._decode_window:
@@ -61,7 +64,7 @@ class KFCFS(Scheduler):
         waiting: Iterable[Request] = (view.shortest_waiting() if self.shortest_first
                                       else view.waiting)
         if view.kv is not None:
-            return self._schedule_in_memory(view, waiting, d)
+            return self._schedule_in_memory(view, waiting, d, budget)
         if self._decode_priority:
             if d > budget:
                 d = budget
@@ -72,10 +75,9 @@ class KFCFS(Scheduler):
         return Batch(chunks, min(d, budget - used, seqs - len(chunks)))
 
     def _schedule_in_memory(self, view: EngineView, waiting: Iterable[Request],
-                            d: int) -> Batch:
+                            d: int, budget: int) -> Batch:
         """The same fill within the KV cache: the decoders' new blocks first (preempting if
         they do not fit), then prompts while theirs do (``schedulers.memory``)."""
-        budget = view.budget
         seqs = view.seq_limit
         if self._decode_priority:
             d = min(d, budget, seqs)

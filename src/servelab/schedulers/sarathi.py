@@ -33,3 +33,18 @@ class Sarathi(KFCFS):
 
     def options(self) -> dict[str, object]:
         return self.settings.as_dict()
+
+
+class SarathiSPF(Sarathi):
+    """``sarathi`` with ``order=spf``, under a name of its own: the SLAI paper's
+    ``sarathi_spf`` baseline, so one comparison can hold it beside plain Sarathi-Serve."""
+
+    name: ClassVar[str] = "sarathi-spf"
+    options_type: ClassVar[type[SchedulerOptions]] = SchedulerOptions  # its order is fixed
+
+    def __init__(self, **knobs: object) -> None:
+        SchedulerOptions.from_mapping(knobs, self.name)  # refuses any knob
+        super().__init__(order="spf")
+
+    def options(self) -> dict[str, object]:
+        return {}  # no knobs: the name says the order

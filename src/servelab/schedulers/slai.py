@@ -449,11 +449,6 @@ def _can_allocate(batch: _Batch, kv: KVCache, blocks: int) -> bool:
     return free - blocks >= floor or (free == kv.num_blocks and free - blocks >= 1)
 
 
-def _to_front(state: _EngineState, req: Request) -> None:
-    """A preempted request goes to the front of the released code's waiting list."""
-    state.front.insert(0, req)  # not there already: the front holds waiting requests only
-
-
 def _tiered(stream: Iterator[Request], strict: list[bool]) -> Iterator[Request]:
     """The strict tier's requests as they come, then the others in the same order. (Lazy:
     a batch that stops early reads only as far as it needs, and at most the whole queue.)"""

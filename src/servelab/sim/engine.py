@@ -3,7 +3,8 @@
 - ``admit(req)``: a request joins the waiting queue (a router may call it at any time);
 - ``start_batch(now)``: ask the scheduler for a batch, check it against the model's rules
   (budget, request cap, prefill before decode, at most one decode token per request), and
-  return when it ends, or None when there is nothing to do;
+  return when it ends, or None when there is nothing to do or the policy waits on purpose
+  (then ``idle_until`` says when to ask it again at the latest);
 - ``finish_batch()``: apply the batch, all of it at its end time, and return the requests that
   finished or emitted their first token in it.
 
@@ -17,6 +18,7 @@ batch end (backlog samples), not in the engine.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,6 +179,10 @@ class Engine:
         # ``_parked``), and the transfer time the batch being formed pays.
         self._swapped: deque[Request] = deque()
         self._transfer_s = 0.0
+        self._idle_transfer_s = 0.0
+        #: When a policy that idled on purpose is to be asked again (``Batch.idle_until``);
+        #: infinity otherwise.
+        self.idle_until = math.inf
         #: The run's SLO classes (``core.slo.SloClass``), for policies that read a request's
         #: targets: ``slo_classes[req.slo_class]``.
         self.slo_classes = slo_classes
@@ -353,13 +359,14 @@ class Engine:
         """Form the next batch at ``now``; return its end time, or None when idle."""
         if self._in_flight:
             raise RuntimeError("a batch is already running on this engine")
-        self._transfer_s = 0.0
+        self.idle_until = math.inf
+        # What this batch pays for swaps: swap-ins made before a call that idled, then its own.
+        self._transfer_s = self._idle_transfer_s
+        self._idle_transfer_s = 0.0
         if self._swapped:
             self._swap_in()
         if not self.waiting and not self._decoders.size:
             return None
-        if now > self.last_batch_end:
-            self.idle_s += now - self.last_batch_end
         self.now = now
         named = self._named
         if named is not None:
@@ -369,6 +376,11 @@ class Engine:
         # compiled engine's own TypeError.
         returned: object = self._schedule(self)
         tokens = self._check(returned)
+        if not tokens:  # the policy idles on purpose, until ``idle_until`` at the latest
+            self._idle_transfer_s = self._transfer_s
+            return None
+        if now > self.last_batch_end:
+            self.idle_s += now - self.last_batch_end
         decodes = self._k + len(self._listed)
         dt = (self._table[tokens] if self._table is not None
               else self.timing.duration(tokens - decodes, decodes, len(self._chunks) + decodes))
@@ -383,6 +395,8 @@ class Engine:
         """Validate ``batch`` (without changing anything) and keep it; return its tokens."""
         if not isinstance(batch, Batch):
             raise self._malformed(f"{batch!r} is not a Batch")
+        if batch.idle_until is not None:
+            return self._check_idle(batch)
         # ``Batch`` types its fields as ``Any``: the compiled engine does not unbox them on the
         # way in, so numpy integers pass through ``operator.index`` like plain ones.
         try:
@@ -444,6 +458,25 @@ class Engine:
             self._check_memory(batch, kept, k, listed, evict)
         self._chunks, self._k, self._listed, self._evict = kept, k, listed, evict
         return tokens
+
+    def _check_idle(self, batch: Batch) -> int:
+        """An empty batch with ``idle_until``: nothing runs, and the engine is to be asked
+        again by then (``EngineProcess``). The time must be finite, so that a policy that
+        waits on purpose cannot strand a drained run; returns 0 tokens."""
+        name = self.scheduler.name
+        try:
+            empty = (not batch.prefill and not batch.decode and not batch.preempt
+                     and index(batch.decode_first) == 0)
+            until = float(batch.idle_until)
+        except (TypeError, ValueError) as exc:
+            raise self._malformed(str(exc)) from exc
+        if not empty:
+            raise SchedulerError(f"{name} returned {batch!r}: idle_until is for an empty batch")
+        if not self.now < until < math.inf:
+            raise SchedulerError(f"{name} returned {batch!r}: idle_until must be a finite time "
+                                 f"after now ({self.now})")
+        self.idle_until = until
+        return 0
 
     def _check_memory(self, batch: Batch, chunks: list[tuple[Request, int]], k: int,
                       listed: list[Request], evict: list[Request]) -> None:

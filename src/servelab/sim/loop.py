@@ -47,15 +47,23 @@ class Loop:
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Callable[[], None]]] = []
         self._seq = 0  # ties at equal (time, priority) run in scheduling order
+        self._cancelled: set[int] = set()  # handles of actions to drop when they come up
         self._sources: list[Source] = []
         self._until = math.inf
 
-    def at(self, t: float, action: Callable[[], None], priority: int = NORMAL) -> None:
-        """Call ``action()`` at time ``t`` (never earlier than now)."""
+    def at(self, t: float, action: Callable[[], None], priority: int = NORMAL) -> int:
+        """Call ``action()`` at time ``t`` (never earlier than now); returns a handle for
+        ``cancel``."""
         if t < self.now:
             raise ValueError(f"cannot schedule at {t}, before now ({self.now})")
         self._seq += 1
         heappush(self._heap, (t, priority, self._seq, action))
+        return self._seq
+
+    def cancel(self, handle: int) -> None:
+        """Drop a scheduled action: it neither runs nor moves the clock (a wake-up that is
+        no longer needed must not stretch a run past its last batch)."""
+        self._cancelled.add(handle)
 
     def add_source(self, source: Source) -> None:
         self._sources.append(source)
@@ -88,8 +96,12 @@ class Loop:
             elif heap:
                 if t_heap > until:
                     break
+                entry = heappop(heap)
+                if self._cancelled and entry[2] in self._cancelled:
+                    self._cancelled.discard(entry[2])
+                    continue
                 self.now = t_heap
-                heappop(heap)[3]()
+                entry[3]()
             else:
                 break
         self._until = math.inf  # no bound between runs

@@ -2,7 +2,8 @@
 
 - ``EngineProcess`` drives one engine: it starts a batch when work reaches an idle engine,
   finishes it at its end time and starts the next, until the horizon (or, with ``drain``,
-  until nothing is left).
+  until nothing is left). An engine whose policy waits on purpose is asked again when the
+  policy said (``Batch.idle_until``), or sooner if a request arrives.
 - ``Feed`` hands a single engine the requests that have arrived whenever it forms a batch;
   ``RoutedArrivals`` makes each arrival an event and hands it to a router in front of several
   engines.
@@ -44,6 +45,7 @@ class EngineProcess:
         self.feed: Feed | None = None  # requests this process admits itself (no router)
         self._start_pending = False
         self._finish_action = self._finish  # one bound method, not one per batch
+        self._wake = -1  # the loop's handle of the wake-up an idling policy asked for
         #: Called with the requests that finished or emitted their first token in a batch.
         self.on_events: Callable[[list[Request]], None] | None = None
 
@@ -68,6 +70,9 @@ class EngineProcess:
         engine = self.engine
         feed = self.feed
         now = loop.now
+        if self._wake >= 0:  # deciding now: an idling policy says again when to wake it
+            loop.cancel(self._wake)
+            self._wake = -1
         while True:
             if feed is not None:
                 feed.admit_until(now, engine)
@@ -75,6 +80,9 @@ class EngineProcess:
                 return
             end = engine.start_batch(now)
             if end is None:
+                wake = engine.idle_until
+                if wake < math.inf and (self.drain or wake < self.horizon):
+                    self._wake = loop.at(wake, self._woken)
                 return
             if not loop.free_until(end):
                 loop.at(end, self._finish_action)
@@ -82,6 +90,13 @@ class EngineProcess:
             loop.now = now = end
             if self._done(engine.finish_batch()):
                 return
+
+    def _woken(self) -> None:
+        """The time an idling policy named: ask it again (an arrival that started a batch
+        first cancelled this)."""
+        self._wake = -1
+        if self.idle:
+            self._start()
 
     def _finish(self) -> None:
         if not self._done(self.engine.finish_batch()):

@@ -56,6 +56,13 @@ class WaitingQueue:
             return iter(self._queue)
         return (req for req in self._queue if _waits(req))
 
+    def __reversed__(self) -> Iterator[Request]:
+        """Newest first: a policy that keeps its own index of the queue (WAIT's queues per
+        output length) reads only the requests that arrived since it last looked."""
+        if not self._dead:
+            return reversed(self._queue)
+        return (req for req in reversed(self._queue) if _waits(req))
+
     def __getitem__(self, i: int) -> Request:
         if i == 0 and self._live:
             return self._queue[0]  # the front is always live (``_drop_front``)

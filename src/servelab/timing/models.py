@@ -5,11 +5,16 @@ t(n) for n = 1..budget (vectorized). Each model therefore writes its formula onc
 that works on Python numbers and numpy arrays alike, and the base class derives the rest.
 Times are seconds internally; the YAML form (``to_dict`` / ``timing_from_dict``) is milliseconds,
 as the keys say.
+
+Any model takes an optional GEMM tile size T (``tile``; rad_slai_related.md A.2): the kernels
+compute whole tiles of T rows, so a batch of n tokens costs what ceil(n/T)*T tokens cost. The
+base class rounds, so every caller (engine, theory, k_max region) sees the tiled cost.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import warnings
@@ -66,7 +71,7 @@ class _Param:
 
 def _check_keys(d: Mapping[str, Any], kind: str, keys: list[str], field: str) -> None:
     """Reject unknown keys (likely typos) before reporting missing ones."""
-    expected = ["model", *keys]
+    expected = ["model", *keys, _TILE.key]  # the tile is optional
     for key in d:
         if key not in expected:
             raise ConfigError(
@@ -77,6 +82,11 @@ def _check_keys(d: Mapping[str, Any], kind: str, keys: list[str], field: str) ->
             raise ConfigError(f"{field}.{key}", f"missing (model {kind} needs {', '.join(keys)})")
 
 
+#: The optional tile size: a whole number of tokens, shown and written without a unit.
+_TILE = _Param("tile", "tile", "tile", unit="", scale=1, integer=True)
+
+
+@dataclass(frozen=True)
 class TimingModel(ABC):
     """Duration of one iteration as a function of its shape; see the module docstring."""
 
@@ -84,9 +94,33 @@ class TimingModel(ABC):
     token_only: ClassVar[bool] = False
     _params: ClassVar[tuple[_Param, ...]] = ()
 
+    #: GEMM tile size T: a batch of n tokens costs as ceil(n/T)*T tokens; None: no tiling.
+    tile: int | None = dataclasses.field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        tile = self.tile
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+            raise ConfigError("timing.tile", f"must be an integer >= 1, got {tile!r}")
+
     @abstractmethod
+    def _durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
+        """The model's formula, untiled; numbers or numpy arrays."""
+
+    def tiled(self, n: Any) -> Any:
+        """Token counts rounded up to whole tiles (``n`` itself without a tile)."""
+        tile = self.tile
+        return n if tile is None else -(-n // tile) * tile
+
     def durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
-        """Vectorized ``duration``: accepts numbers or numpy arrays, returns the same shape."""
+        """Vectorized ``duration``: accepts numbers or numpy arrays, returns the same shape.
+
+        With a tile, the rows that pad the batch to whole tiles run as prefill rows: they pass
+        through the GEMMs like prompt tokens and hold no sequence and no KV.
+        """
+        if self.tile is not None:
+            n = np.add(prefill, decode)
+            prefill = np.add(prefill, self.tiled(n) - n)
+        return self._durations(prefill, decode, num_seqs)
 
     def duration(self, prefill_tokens: int, decode_tokens: int, num_seqs: int) -> float:
         """Seconds for one batch of this shape (the simulator's hot loop)."""
@@ -96,11 +130,21 @@ class TimingModel(ABC):
         """t(n) at a workload mix: n*f prefill tokens from one request plus n*(1-f) decodes."""
         n = np.asarray(n, dtype=float)
         decode = n * (1.0 - prefill_fraction)
-        return self.durations(n * prefill_fraction, decode, decode + (prefill_fraction > 0))
+        # The padding from n itself: n*f + n*(1-f) can round just past a tile boundary.
+        prefill = n * prefill_fraction + (self.tiled(n) - n)
+        return self._durations(prefill, decode, decode + (prefill_fraction > 0))
 
     def tokens_duration(self, n: int, prefill_fraction: float = 0.5) -> float:
         """Seconds for a batch of n tokens (``prefill_fraction`` only matters if not token-only)."""
         return float(self._curve(n, prefill_fraction))
+
+    def tokens_durations(self, n: ArrayLike, prefill_fraction: float = 0.5) -> np.ndarray:
+        """``tokens_duration`` for an array of token counts."""
+        return np.asarray(self._curve(n, prefill_fraction), dtype=float)
+
+    def curve(self, budget: int, prefill_fraction: float = 0.5) -> np.ndarray:
+        """t(n) for n = 1..budget at a workload mix (as ``capacity`` evaluates it)."""
+        return self.tokens_durations(np.arange(1, budget + 1), prefill_fraction)
 
     def token_table(self, budget: int) -> list[float]:
         """Durations for n = 0..budget, so the simulator can index instead of calling."""
@@ -125,17 +169,27 @@ class TimingModel(ABC):
         return float(rates[best]), int(n[best])
 
     def describe(self) -> str:
-        """One line for reports, e.g. ``staircase c=11.28 ms a=35.47 ms b0=128``."""
+        """One line for reports, e.g. ``staircase c=11.28 ms a=35.47 ms b0=128`` (a tile
+        adds `` tile=128``)."""
+        tile = [] if self.tile is None else [_TILE.show(self)]
+        return " ".join([self._describe(), *tile])
+
+    def _describe(self) -> str:
         return " ".join([self.kind, *(p.show(self) for p in self._params)])
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form, which ``timing_from_dict`` reads back."""
+        tile = {} if self.tile is None else {_TILE.key: _TILE.to_yaml(self)}
+        return {**self._to_dict(), **tile}
+
+    def _to_dict(self) -> dict[str, Any]:
         return {"model": self.kind, **{p.key: p.to_yaml(self) for p in self._params}}
 
     @classmethod
     def _from_yaml(cls, d: Mapping[str, Any], base_dir: Path | None, field: str) -> TimingModel:
         _check_keys(d, cls.kind, [p.key for p in cls._params], field)
-        return cls(**{p.attr: p.parse(d, field) for p in cls._params})
+        params: dict[str, Any] = {p.attr: p.parse(d, field) for p in cls._params}
+        return cls(**params)
 
 
 class _TokenOnly(TimingModel):
@@ -147,12 +201,12 @@ class _TokenOnly(TimingModel):
     def _token_time(self, n: Any) -> Any:
         """t(n) for a number or an array of token counts."""
 
-    def durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
+    def _durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
         return self._token_time(np.add(prefill, decode))
 
     def _curve(self, n: ArrayLike, prefill_fraction: float) -> Any:
         # Straight to t(n): splitting n into n*f + n*(1-f) could round across a staircase step.
-        return self._token_time(np.asarray(n))
+        return self._token_time(self.tiled(np.asarray(n)))
 
 
 @dataclass(frozen=True)
@@ -223,7 +277,7 @@ class Affine(TimingModel):
         _Param("gamma_ms", "gamma", "gamma", unit="ms/seq"),
     )
 
-    def durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
+    def _durations(self, prefill: ArrayLike, decode: ArrayLike, num_seqs: ArrayLike) -> Any:
         return (
             self.alpha
             + self.beta_prefill * prefill
@@ -250,6 +304,7 @@ class Table(_TokenOnly):
     kind = "table"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if len(self.tokens) != len(self.seconds) or len(self.tokens) < 2:
             raise ConfigError("timing.csv", "needs at least 2 rows of (tokens, time)")
         if self.tokens[0] < 0 or any(b <= a for a, b in pairwise(self.tokens)):
@@ -262,11 +317,11 @@ class Table(_TokenOnly):
         slope = max(0.0, (t2 - t1) / (n2 - n1))
         return np.where(n > n2, t2 + slope * (n - n2), np.interp(n, self.tokens, self.seconds))
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         rows = f"{len(self.tokens)} rows {self.tokens[0]}..{self.tokens[-1]} tokens"
         return f"table {rows} ({self.source})"
 
-    def to_dict(self) -> dict[str, Any]:
+    def _to_dict(self) -> dict[str, Any]:
         return {"model": self.kind, "csv": self.source}
 
     @classmethod
@@ -336,7 +391,7 @@ def timing_from_dict(
 
     Forms: ``{model: staircase, c_ms, a_ms, b0}``, ``{model: piecewise, c_ms, a_ms_per_token,
     b0}``, ``{model: affine, alpha_ms, beta_prefill_ms, beta_decode_ms, gamma_ms}``,
-    ``{model: constant, t_ms}``, ``{model: table, csv}``.
+    ``{model: constant, t_ms}``, ``{model: table, csv}``; any of them may add ``tile: T``.
     """
     known = ", ".join(_MODELS)
     if not isinstance(d, Mapping):
@@ -347,6 +402,8 @@ def timing_from_dict(
     if cls is None:
         raise ConfigError(f"{field}.model", f"unknown model {d['model']!r}; known: {known}")
     model = cls._from_yaml(d, base_dir, field)
+    if _TILE.key in d:
+        model = dataclasses.replace(model, tile=int(_TILE.parse(d, field)))
     # Every model but a table is nondecreasing in each argument, so a positive 1-token batch
     # suffices; a table's rows are all > 0 (one that falls is warned about above).
     if min(model.tokens_duration(1, 0.0), model.tokens_duration(1, 1.0)) <= 0:

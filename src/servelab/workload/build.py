@@ -22,7 +22,16 @@ from servelab.core.slo import SloClass
 from servelab.errors import ConfigError, ConfigWarning
 from servelab.workload.arrivals import ArrivalProcess, ArrivalStream, parse_arrivals
 from servelab.workload.chunks import Chunked
-from servelab.workload.lengths import Fixed, LengthDist, ShareGPT, draw_rows, parse_lengths
+from servelab.workload.lengths import (
+    Fixed,
+    IndependentLengths,
+    LengthDist,
+    LengthPairs,
+    LengthSource,
+    ShareGPT,
+    draw_rows,
+    parse_lengths,
+)
 from servelab.workload.sharegpt import Pairs, merge_filters, pairs
 from servelab.workload.trace import Trace, load_trace
 
@@ -96,6 +105,16 @@ class WorkloadSpec:
         if self.trace is not None:
             return bool((self.trace.prefill == self.trace.prefill[0]).all())
         return isinstance(self.prefill, Fixed)
+
+    def length_source(self) -> LengthSource:
+        """The lengths as the KV-memory bound reads them: a trace's rows and ShareGPT's
+        conversations are joint pairs."""
+        if self.trace is not None:
+            return LengthPairs(self.trace.prefill, self.trace.decode)
+        joint = self.joint
+        if joint is not None:
+            return LengthPairs(joint.prompt, joint.output)
+        return IndependentLengths(self.prefill, self.decode)
 
     def describe(self) -> dict[str, object]:
         if self.trace is not None:

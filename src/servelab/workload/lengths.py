@@ -2,7 +2,10 @@
 
 Every distribution draws integers >= 1 (a request has at least one prompt and one output token)
 and reports the *exact* mean of what it draws, clip and rounding included, because the capacity
-bound mu / (m_p + m_d) is only as right as those means.
+bound mu / (m_p + m_d) is only as right as those means. The KV-memory bound needs more of each
+distribution (``servelab.analysis.memory``): its second moment, how its values fall modulo a
+block size, and its survival function at multiples of a chunk size; each is exact too, or, for
+the far tail of a lognormal, the continuous integral the mean uses.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ KNOWN = (
 
 # Upper-tail z with P(Z > z) = 1e-12: the lognormal mean sums survival terms up to there.
 _TAIL_Z = 7.034483825301132
+# A Poisson pmf is tabulated over mean +- (12 sd + 40): the mass outside is below 1e-25.
+_POISSON_SDS, _POISSON_PAD = 12.0, 40
+# A geometric's survival q^k is treated as 0 from where it drops below this.
+_NEGLIGIBLE = 1e-17
 #: The largest mean length accepted: a thousand times the longest context windows of today.
 MAX_MEAN_TOKENS = 1e9
 # Cap on survival terms summed one by one; very heavy tails go on as a closed-form integral.
@@ -74,6 +81,16 @@ def _lognormal_survival(x: np.ndarray | float, mu: float, sigma: float) -> np.nd
     return 0.5 * np.asarray(_ERFC(z), dtype=np.float64)
 
 
+def _sum_of_squares(n: int) -> int:
+    """1^2 + 2^2 + ... + n^2, exact."""
+    return n * (n + 1) * (2 * n + 1) // 6
+
+
+def _residues_of(values: np.ndarray, probs: np.ndarray, modulus: int) -> np.ndarray:
+    """P(Y mod modulus = r), r = 0..modulus-1, for Y taking ``values`` with ``probs``."""
+    return np.bincount(values % modulus, weights=probs, minlength=modulus)
+
+
 @dataclass(frozen=True)
 class LengthDist(ABC):
     """A distribution of integer token counts >= 1."""
@@ -92,6 +109,31 @@ class LengthDist(ABC):
     def max_value(self) -> int | None:
         """Largest value ``sample`` can return; None when unbounded."""
         return None
+
+    @property
+    @abstractmethod
+    def second_moment(self) -> float:
+        """Exact E[Y^2] of ``sample``'s draws Y (the KV-memory bound's o^2 and s^2 terms)."""
+
+    @abstractmethod
+    def residues(self, modulus: int) -> np.ndarray:
+        """P(Y mod ``modulus`` = r) for r = 0..modulus-1: how lengths fall in KV blocks."""
+
+    @abstractmethod
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        """P(Y > k), elementwise, for integers k >= 0."""
+
+    @property
+    def survival_end(self) -> int:
+        """A length beyond which ``survival`` may be taken as 0, or, for a distribution with a
+        far tail, as given by ``tail_excess``."""
+        assert self.max_value is not None, "an unbounded distribution says where its tail ends"
+        return self.max_value
+
+    def tail_excess(self, c: float) -> tuple[float, float]:
+        """(E[(Y - c)^+], E[(Y^2 - c^2)^+]) for c >= ``survival_end``: what sums that stop there
+        leave out. Zero unless the distribution's tail goes on (a lognormal's)."""
+        return 0.0, 0.0
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` independent int64 draws, each >= 1."""
@@ -118,6 +160,16 @@ class Fixed(LengthDist):
     def max_value(self) -> int:
         return self.value
 
+    @property
+    def second_moment(self) -> float:
+        return float(self.value) ** 2
+
+    def residues(self, modulus: int) -> np.ndarray:
+        return _residues_of(np.array([self.value]), np.ones(1), modulus)
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        return (np.asarray(k) < self.value).astype(np.float64)
+
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, self.value, dtype=np.int64)
 
@@ -134,6 +186,46 @@ class Poisson(LengthDist):
     def mean(self) -> float:
         # The clip moves the mass P(0) = e^-m from 0 to 1.
         return self.lam + math.exp(-self.lam)
+
+    @property
+    def second_moment(self) -> float:
+        # E[X^2] = m + m^2, and the clip adds 1^2 - 0^2 with probability e^-m.
+        return self.lam + self.lam**2 + math.exp(-self.lam)
+
+    @cached_property
+    def _pmf(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, P(Y = value), P(Y >= value)) over the mode +- (12 sd + 40), which holds all
+        but 1e-25 of the mass. Built from log p(mode) by the ratios p(k)/p(k-1) = m/k, so a
+        mean of 10^9 costs a table of about 10^6 entries, not 10^9."""
+        lam, mode = self.lam, math.floor(self.lam)
+        width = math.ceil(_POISSON_SDS * math.sqrt(lam)) + _POISSON_PAD
+        lo = max(0, mode - width)
+        k = np.arange(lo, mode + width + 1)
+        step = math.log(lam) - np.log(np.maximum(k, 1))  # log p(k) - log p(k - 1)
+        at_mode = mode * math.log(lam) - lam - math.lgamma(mode + 1)
+        i = mode - lo
+        below = np.cumsum(step[1 : i + 1][::-1])[::-1]  # log p(mode) - log p(k), k < mode
+        above = np.cumsum(step[i + 1 :])
+        p = np.exp(np.concatenate((at_mode - below, [at_mode], at_mode + above)))
+        # log p(mode) cancels large terms (10^6 log 10^6 - 10^6 - log 10^6!) and misses by
+        # about 1e-9 relative; the window holds all but 1e-25 of the mass, so normalise.
+        p /= p.sum()
+        if lo == 0:  # the clip at 1
+            p[1] += p[0]
+            k, p = k[1:], p[1:]
+        return k, p, np.cumsum(p[::-1])[::-1]
+
+    def residues(self, modulus: int) -> np.ndarray:
+        values, p, _ = self._pmf
+        return _residues_of(values, p, modulus)
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        values, _, at_least = self._pmf
+        return np.append(at_least, 0.0)[np.searchsorted(values, k, side="right")]
+
+    @property
+    def survival_end(self) -> int:
+        return int(self._pmf[0][-1])
 
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.poisson(self.lam, n)
@@ -152,6 +244,40 @@ class Geometric(LengthDist):
     @property
     def mean(self) -> float:
         return self.average
+
+    @property
+    def second_moment(self) -> float:
+        # (2 - p) / p^2 with p = 1 / mean.
+        return 2 * self.average**2 - self.average
+
+    @property
+    def _log_q(self) -> float:
+        """log q, q = 1 - 1/mean the chance that a token is not the stop token (log1p keeps it
+        exact when the mean is large)."""
+        return math.log1p(-1.0 / self.average) if self.average > 1 else -math.inf
+
+    def _q_power(self, n: np.ndarray) -> np.ndarray:
+        """q^n for integers n >= 0 (q^0 = 1 also when every request stops at once, q = 0)."""
+        n = np.asarray(n)
+        if self.average == 1:
+            return (n == 0).astype(np.float64)
+        return np.exp(n * self._log_q)
+
+    def residues(self, modulus: int) -> np.ndarray:
+        # P(Y = k) = p q^(k-1); the k = r, r + m, r + 2m, ... sum to p q^(r-1) / (1 - q^m),
+        # with r = m standing for the residue 0.
+        r = np.arange(modulus)
+        r[0] = modulus
+        return self._q_power(r - 1) / self.average / -math.expm1(modulus * self._log_q)
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        return self._q_power(k)
+
+    @property
+    def survival_end(self) -> int:
+        if self.average == 1:
+            return 1
+        return math.ceil(math.log(_NEGLIGIBLE) / self._log_q)
 
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.geometric(1.0 / self.average, n)
@@ -173,6 +299,22 @@ class Uniform(LengthDist):
     @property
     def max_value(self) -> int:
         return self.hi
+
+    @property
+    def second_moment(self) -> float:
+        count = self.hi - self.lo + 1
+        return (_sum_of_squares(self.hi) - _sum_of_squares(self.lo - 1)) / count
+
+    def residues(self, modulus: int) -> np.ndarray:
+        # Every whole run of ``modulus`` values hits each residue once; the rest, from lo on,
+        # hit one more each.
+        count = self.hi - self.lo + 1
+        hits = np.full(modulus, count // modulus, dtype=np.float64)
+        hits[(self.lo + np.arange(count % modulus)) % modulus] += 1
+        return hits / count
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        return np.clip((self.hi - np.asarray(k)) / (self.hi - self.lo + 1), 0.0, 1.0)
 
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.integers(self.lo, self.hi, size=n, endpoint=True)
@@ -199,6 +341,18 @@ class Lognormal(LengthDist):
         return math.log(self.value) - shift
 
     @cached_property
+    def _terms(self) -> int:
+        """Where the sums over lengths stop: P(X > there) < 1e-12, or ``_MAX_TERMS``."""
+        tail_start = math.exp(self.mu + _TAIL_Z * self.sigma)
+        return int(min(max(math.ceil(tail_start), 1), _MAX_TERMS))
+
+    @cached_property
+    def _above(self) -> np.ndarray:
+        """P(Y > k) = P(X >= k + 1/2) for k = 1 .. ``_terms`` - 1."""
+        k = np.arange(1, self._terms, dtype=np.float64)
+        return _lognormal_survival(k + 0.5, self.mu, self.sigma)
+
+    @cached_property
     def mean(self) -> float:
         """E[max(1, round X)] = 1 + sum_{k>=1} P(X >= k + 1/2), summed until the tail is < 1e-12.
 
@@ -207,21 +361,59 @@ class Lognormal(LengthDist):
         """
         if self.sigma == 0:
             return max(1.0, float(np.rint(math.exp(self.mu))))
-        tail_start = math.exp(self.mu + _TAIL_Z * self.sigma)
-        terms = int(min(max(math.ceil(tail_start), 1), _MAX_TERMS))
-        k = np.arange(1, terms, dtype=np.float64)
-        exact = _lognormal_survival(k + 0.5, self.mu, self.sigma).sum()
-        return 1.0 + float(exact) + self._excess(float(terms))
+        return 1.0 + float(self._above.sum()) + self._excess(float(self._terms))
+
+    @cached_property
+    def second_moment(self) -> float:
+        """E[Y^2] = 1 + sum_{k>=1} (2k + 1) P(X >= k + 1/2), closed as the mean is, by the
+        integral E[(X^2 - K^2)^+] of the terms from K on."""
+        if self.sigma == 0:
+            return self.mean**2
+        k = np.arange(1, self._terms, dtype=np.float64)
+        return 1.0 + float(((2 * k + 1) * self._above).sum()) + self._excess_square(self._terms)
 
     @property
     def max_value(self) -> int | None:
         return int(self.mean) if self.sigma == 0 else None
+
+    def residues(self, modulus: int) -> np.ndarray:
+        """From the pmf up to ``_terms``; the mass beyond (below 1e-12, or a very heavy tail
+        spread over millions of tokens) falls evenly on the residues."""
+        if self.sigma == 0:
+            return _residues_of(np.array([int(self.mean)]), np.ones(1), modulus)
+        above = np.concatenate(([1.0], self._above))  # P(Y > k), k = 0 .. _terms - 1
+        pmf = above[:-1] - above[1:]  # P(Y = k), k = 1 .. _terms - 1
+        values = np.arange(1, self._terms)
+        return _residues_of(values, pmf, modulus) + above[-1] / modulus
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        k = np.asarray(k)
+        if self.sigma == 0:
+            return (k < self.mean).astype(np.float64)
+        inside = _lognormal_survival(np.maximum(k, 1) + 0.5, self.mu, self.sigma)
+        return np.where(k < 1, 1.0, inside)
+
+    @property
+    def survival_end(self) -> int:
+        return int(self.mean) if self.sigma == 0 else self._terms - 1
+
+    def tail_excess(self, c: float) -> tuple[float, float]:
+        if self.sigma == 0:
+            return 0.0, 0.0
+        return self._excess(c), self._excess_square(c)
 
     def _excess(self, c: float) -> float:
         """E[(X - c)^+] = E[X; X > c] - c P(X > c); the first term is a survival of X e^sigma^2."""
         mu, sigma = self.mu, self.sigma
         above = math.exp(mu + sigma**2 / 2) * _lognormal_survival(c, mu + sigma**2, sigma)
         return float(above - c * _lognormal_survival(c, mu, sigma))
+
+    def _excess_square(self, c: float) -> float:
+        """E[(X^2 - c^2)^+] = E[X^2; X > c] - c^2 P(X > c), E[X^2; X > c] being a survival of
+        X e^(2 sigma^2) times E[X^2] = e^(2 mu + 2 sigma^2)."""
+        mu, sigma = self.mu, self.sigma
+        above = math.exp(2 * mu + 2 * sigma**2) * _lognormal_survival(c, mu + 2 * sigma**2, sigma)
+        return float(above - c * c * _lognormal_survival(c, mu, sigma))
 
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.rint(rng.lognormal(self.mu, self.sigma, n))
@@ -253,6 +445,23 @@ class Resampled(LengthDist):
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         population = self.population
         return population[draw_rows(rng, len(population), n)]
+
+    @property
+    def second_moment(self) -> float:
+        return float(np.mean(self.population.astype(np.float64) ** 2))
+
+    def residues(self, modulus: int) -> np.ndarray:
+        population = self.population
+        n = len(population)
+        return _residues_of(population, np.full(n, 1.0 / n), modulus)
+
+    @cached_property
+    def _sorted(self) -> np.ndarray:
+        return np.sort(self.population)
+
+    def survival(self, k: np.ndarray) -> np.ndarray:
+        below = np.searchsorted(self._sorted, k, side="right")
+        return 1.0 - below / len(self.population)
 
 
 @dataclass(frozen=True)
@@ -293,6 +502,26 @@ class ShareGPT(Resampled):
     def population(self) -> np.ndarray:
         rows = pairs(self.pair_filter)
         return rows.prompt if self.column == "prompt" else rows.output
+
+
+@dataclass(frozen=True)
+class LengthPairs:
+    """Joint (prompt, output) lengths, each row equally likely: a trace's, or a joint table's
+    (such as ShareGPT conversations), whose lengths are not independent."""
+
+    prompt: np.ndarray
+    output: np.ndarray
+
+
+@dataclass(frozen=True)
+class IndependentLengths:
+    """Prompt and output lengths drawn independently, as --prefill and --decode are."""
+
+    prefill: LengthDist
+    decode: LengthDist
+
+
+LengthSource = LengthPairs | IndependentLengths
 
 
 def _fixed(text: str, field: str) -> Fixed:

@@ -19,12 +19,14 @@ from servelab.schedulers.orca import Orca
 from servelab.schedulers.rad import RAD
 from servelab.schedulers.reserving import FasterTransformerStatic, OrcaReserve
 from servelab.schedulers.sarathi import Sarathi, SarathiSPF
+from servelab.schedulers.slai import Slai
 from servelab.schedulers.vllm import VanillaVLLM
 from servelab.schedulers.wait import Wait
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     cls.name: cls for cls in (FasterTransformer, VanillaVLLM, Orca, Sarathi, SarathiSPF, KFCFS,
-                              FasterTransformerStatic, OrcaReserve, RAD, Wait, NestedWait)
+                              FasterTransformerStatic, OrcaReserve, RAD, Wait, NestedWait,
+                              Slai)
 }
 
 

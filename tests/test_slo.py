@@ -18,6 +18,7 @@ from servelab.core.batch import Batch
 from servelab.core.request import Request
 from servelab.core.slo import SloClass, parse_slo_classes
 from servelab.errors import ConfigError
+from servelab.report.table import simulate_text
 from servelab.results import RequestTable, to_json
 from servelab.schedulers.base import EngineView, Scheduler, fill_chunks
 from servelab.sim.decode_pool import TICKS_PER_S
@@ -276,7 +277,8 @@ def test_the_summary_reports_each_class_and_adding_classes_changes_nothing_else(
     assert [c["name"] for c in classes] == ["strict", "relaxed"]
     assert set(classes[0]) == {
         "name", "probability", "tbt_target_s", "ttft_target_s", "arrived", "completed",
-        "ttft_ms", "tbt_ms", "tpot_ms", "e2e_ms", "slo_attainment", "goodput_requests_per_s"}
+        "ttft_ms", "tbt_ms", "tpot_ms", "e2e_ms", "slo_attainment", "goodput_requests_per_s",
+        "preemptions", "recomputed_tokens"}
     assert sum(c["arrived"] for c in classes) == mixed["arrived"]
     assert sum(c["completed"] for c in classes) == mixed["completed"]
     assert sum(c["goodput_requests_per_s"] for c in classes) == pytest.approx(
@@ -285,6 +287,22 @@ def test_the_summary_reports_each_class_and_adding_classes_changes_nothing_else(
     lax = servelab.simulate({**SMALL, "slo": ["all:1:tbt=10,ttft=100"]}).summary
     assert lax["goodput_requests_per_s"] == lax["throughput"]["requests_per_s"]
     assert lax["classes"][0]["tbt_ms"] == lax["tbt_ms"]  # one class: the run's own gaps
+
+
+@pytest.mark.parametrize("scheduler", ["sarathi", "slai"])
+def test_each_class_counts_its_own_preemptions_and_recomputed_tokens(scheduler: str) -> None:
+    """A cache of 300 blocks preempts often; every preemption and recomputed token belongs to
+    one class, and the text report shows them per class."""
+    s = servelab.simulate({"preset": "mistral-7b-rtx6000ada", "prefill": "sharegpt",
+                           "decode": "sharegpt", "load": 0.5, "requests": 1500, "seed": 2,
+                           "kv_blocks": 300, "scheduler": scheduler,
+                           "slo": list(SLAI)}).summary
+    classes = s["classes"]
+    assert s["preemptions"] > 0 and all(c["preemptions"] > 0 for c in classes)
+    assert sum(c["preemptions"] for c in classes) == s["preemptions"]
+    assert sum(c["recomputed_tokens"] for c in classes) == s["recomputed_tokens"]
+    text = simulate_text(s)
+    assert "preempted" in text and f"{classes[0]['preemptions']:,}" in text
 
 
 def test_per_class_tbt_comes_from_the_runs_class_histograms(

@@ -526,13 +526,15 @@ def _run_once(scenario: Scenario, scheduler: Scheduler, w: Workload) -> SimResul
 
 def _slo_summary(scenario: Scenario, rec: RunRecords, requests: RequestTable, done: np.ndarray,
                  elapsed: float) -> dict[str, Any]:
-    """Per class latencies, SLO attainment and goodput. With one class its TBT gaps are the
-    run's; with more, the engine's per-class histograms (``tbt_ms`` null if it kept none)."""
+    """Per class latencies, SLO attainment, goodput and preemptions. With one class its TBT
+    gaps are the run's; with more, the engine's per-class histograms (``tbt_ms`` null if it
+    kept none)."""
     classes = scenario.spec.slo
     hists: list[dict[int, int] | None] = (
         [rec.tbt_hist] if len(classes) == 1
         else list(rec.tbt_by_class) if rec.tbt_by_class is not None else [None] * len(classes))
-    return slo_summary(requests, classes, done, hists, TICKS_PER_S, elapsed)
+    preempted = [(rec.preemptions_of(c), rec.recomputed_tokens_of(c)) for c in range(len(classes))]
+    return slo_summary(requests, classes, done, hists, TICKS_PER_S, elapsed, preempted)
 
 
 def _engine_summaries(scenario: Scenario, rec: RunRecords, w: Workload,

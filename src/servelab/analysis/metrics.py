@@ -92,12 +92,14 @@ def _tpot_s(requests: RequestTable, selected: np.ndarray) -> np.ndarray:
 
 def slo_summary(requests: RequestTable, classes: Sequence[SloClass], done: np.ndarray,
                 tbt_hists: Sequence[dict[int, int] | None], ticks_per_s: int,
-                elapsed_s: float) -> dict[str, Any]:
+                elapsed_s: float,
+                preempted: Sequence[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Per class (``requests.slo_class``), its latencies and how many completed requests met
     every target of their class; overall, the attainment and goodput of all of them.
 
     ``done`` marks the completed requests; ``tbt_hists`` is each class's TBT histogram (None
-    where the run did not record one); ``elapsed_s`` is what the throughput divides by.
+    where the run did not record one); ``elapsed_s`` is what the throughput divides by;
+    ``preempted`` is each class's (preemptions, recomputed tokens), when known.
     """
     assert requests.slo_class is not None
     slo_class = requests.slo_class
@@ -117,6 +119,8 @@ def slo_summary(requests: RequestTable, classes: Sequence[SloClass], done: np.nd
             "slo_attainment": good_c / completed if completed else None,
             "goodput_requests_per_s": good_c / elapsed_s,
         })
+        if preempted is not None:
+            per_class[-1]["preemptions"], per_class[-1]["recomputed_tokens"] = preempted[c]
     completed = int(np.count_nonzero(done))
     good_all = int(np.count_nonzero(good))
     return {"classes": per_class,

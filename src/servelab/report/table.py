@@ -211,11 +211,13 @@ def simulate_text(s: dict[str, Any]) -> str:
 SLO_COLUMNS = (("SLO class", ""), ("share", ""), ("TBT target", "ms"), ("TTFT target", "ms"),
                ("arrived", "requests"), ("completed", "requests"), ("met SLO", "completed"),
                ("goodput", "req/s"))
+PREEMPTION_COLUMNS = (("preempted", "times"), ("recomputed", "tokens"))
 
 
 def slo_lines(s: dict[str, Any]) -> list[str]:
-    """With service-level classes: each class's targets, attainment and goodput, then its
-    latencies (TBT shows "-" where the engine kept no per-class gaps)."""
+    """With service-level classes: each class's targets, attainment and goodput (and its
+    preemptions, when the run had any), then its latencies (TBT shows "-" where the engine
+    kept no per-class gaps)."""
     if "classes" not in s:
         return []
     rows = [[c["name"], f"{c['probability']:.3g}", _ms(c["tbt_target_s"]),
@@ -224,10 +226,15 @@ def slo_lines(s: dict[str, Any]) -> list[str]:
             for c in s["classes"]]
     rows.append(["all", "", "", "", f"{s['arrived']:,}", f"{s['completed']:,}",
                  _percent(s["slo_attainment"]), _rate(s["goodput_requests_per_s"])])
+    columns = SLO_COLUMNS
+    if s.get("preemptions") and "preemptions" in s["classes"][0]:
+        columns += PREEMPTION_COLUMNS
+        for row, c in zip(rows, [*s["classes"], s], strict=True):
+            row += [f"{c['preemptions']:,}", f"{c['recomputed_tokens']:,}"]
     width = max(len(c["name"]) for c in s["classes"]) + 7
     labelled = [(f"{c['name'] if i == 0 else '':<{width - 5}}{label}", c[key])
                 for c in s["classes"] for i, (label, key) in enumerate(LATENCY_ROWS)]
-    return ["", *_table(SLO_COLUMNS, rows), "",
+    return ["", *_table(columns, rows), "",
             f"{'latency (ms)':<{width}}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
             *_latency_rows(width, labelled)]
 

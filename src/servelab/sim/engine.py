@@ -207,6 +207,9 @@ class Engine:
         self.idle_s = 0.0
         self.preemptions = 0
         self.recomputed_tokens = 0
+        # The same two by service-level class (class index -> count), for per-class reports.
+        self.preemptions_by_class: dict[int, int] = {}
+        self.recomputed_by_class: dict[int, int] = {}
         self.swapped_blocks = 0  # blocks copied out to host memory, over the run
         self.kv_peak_blocks = 0  # the most blocks in use at once
         # The batch in flight, applied at its end.
@@ -705,6 +708,8 @@ class Engine:
         and it decodes on when it comes back. A request evicted mid-prefill starts its
         prefill over, where it waits."""
         self.preemptions += 1
+        by_class = self.preemptions_by_class
+        by_class[req.slo_class] = by_class.get(req.slo_class, 0) + 1
         if req.status == PREFILLING:
             self._restart_prefill(req)
             return
@@ -722,8 +727,7 @@ class Engine:
         req.status = PREEMPTED
         req.prefill_left = req.prompt_tokens + req.output_tokens - parked.remaining
         self.waiting.appendleft(req)
-        self.recomputed_tokens += req.prefill_left
-        self.unprocessed_tokens += req.prefill_left
+        self._recompute(req, req.prefill_left)
 
     def _restart_prefill(self, req: Request) -> None:
         """A begun prefill loses its blocks and what it computed."""
@@ -735,8 +739,15 @@ class Engine:
         req.prefill_left = total
         req.status = WAITING if parked is None else PREEMPTED
         self.waiting.restart(req)
-        self.recomputed_tokens += lost
-        self.unprocessed_tokens += lost
+        self._recompute(req, lost)
+
+    def _recompute(self, req: Request, tokens: int) -> None:
+        """``tokens`` of ``req`` are to be prefilled again: work to do, and work counted as
+        recomputed (in total and for its class)."""
+        self.recomputed_tokens += tokens
+        by_class = self.recomputed_by_class
+        by_class[req.slo_class] = by_class.get(req.slo_class, 0) + tokens
+        self.unprocessed_tokens += tokens
 
     def _record_batch(self, now: float) -> None:
         assert self.batches is not None

@@ -267,6 +267,9 @@ class EngineRecords:
     preemptions: int
     recomputed_tokens: int  # prompt and output tokens prefilled again after a preemption
     backlog: BacklogSampler
+    #: The two above by service-level class (class index -> count; absent: none).
+    preemptions_by_class: dict[int, int] = field(default_factory=dict)
+    recomputed_by_class: dict[int, int] = field(default_factory=dict)
     batches: list[BatchRecord] | None = field(default=None)
 
 
@@ -310,6 +313,14 @@ class RunRecords:
     @property
     def recomputed_tokens(self) -> int:
         return sum(e.recomputed_tokens for e in self.engines)
+
+    def preemptions_of(self, slo_class: int) -> int:
+        """Preemptions of requests of one service-level class, over every engine."""
+        return sum(e.preemptions_by_class.get(slo_class, 0) for e in self.engines)
+
+    def recomputed_tokens_of(self, slo_class: int) -> int:
+        """Tokens of one class's requests prefilled again after preemption."""
+        return sum(e.recomputed_by_class.get(slo_class, 0) for e in self.engines)
 
     @property
     def batches(self) -> list[BatchRecord] | None:
@@ -393,6 +404,8 @@ def run_engines(
             preemptions=e.preemptions,
             recomputed_tokens=e.recomputed_tokens,
             backlog=sampler,
+            preemptions_by_class=dict(e.preemptions_by_class),
+            recomputed_by_class=dict(e.recomputed_by_class),
             batches=e.batches,
         )
         for e, sampler in zip(engines, samplers, strict=True)

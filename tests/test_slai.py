@@ -4,6 +4,8 @@ cohort implementation against a naive one, and its median TTFT against Sarathi-S
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -390,12 +392,31 @@ def test_cohorts_make_the_batches_a_heap_per_decoder_makes(seed: int) -> None:
     assert _random_run(Slai, seed) == _random_run(SlaiOracle, seed)
 
 
+def _plain_slai(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """``schedulers.cohorts`` and ``schedulers.slai`` loaded afresh from their sources, so that
+    a test can wrap their methods whichever build is installed (compiled classes cannot be
+    patched); returns the two modules."""
+    folder = Path(slai_module.__file__).parent
+    plain = []
+    for name in ("cohorts", "slai"):
+        spec = importlib.util.spec_from_file_location(f"servelab.schedulers.{name}",
+                                                      folder / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # slai imports the fresh cohorts, not the installed one
+        monkeypatch.setitem(sys.modules, spec.name, module)
+        spec.loader.exec_module(module)
+        plain.append(module)
+    return plain[0], plain[1]
+
+
 def test_the_random_runs_reach_every_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison above is only as good as what it exercises: both kinds of preemption,
     cohorts cut part way, cohorts merged (of one TBT target and of two), and a request
     preempted in the batch that reaches it among the new prompts."""
+    cohorts, slai = _plain_slai(monkeypatch)
     seen: Counter[str] = Counter()
-    take, push, freed = Cohort.take, CohortHeap.push, slai_module._Batch.freed
+    take, push, freed = cohorts.Cohort.take, cohorts.CohortHeap.push, slai._Batch.freed
 
     def counting_take(cohort: Cohort, count: int) -> list[Request]:
         seen["cut"] += count < cohort.remaining()
@@ -411,11 +432,11 @@ def test_the_random_runs_reach_every_rule(monkeypatch: pytest.MonkeyPatch) -> No
         seen["decoder preempted" if req.status == DECODING else "prefill preempted"] += 1
         freed(batch, req)
 
-    monkeypatch.setattr(Cohort, "take", counting_take)
-    monkeypatch.setattr(CohortHeap, "push", counting_push)
-    monkeypatch.setattr(slai_module._Batch, "freed", counting_freed)
+    monkeypatch.setattr(cohorts.Cohort, "take", counting_take)
+    monkeypatch.setattr(cohorts.CohortHeap, "push", counting_push)
+    monkeypatch.setattr(slai._Batch, "freed", counting_freed)
     for seed in range(40):
-        _random_run(Slai, seed)
+        _random_run(slai.Slai, seed)
     assert all(seen[k] >= 5 for k in ("cut", "merged", "merged across targets",
                                       "decoder preempted", "prefill preempted")), seen
 
@@ -566,8 +587,8 @@ class _Blindfolded(Scheduler):
     decode_order = "explicit"
     name = "blindfolded-slai"
 
-    def __init__(self, **knobs: object) -> None:
-        self.inner = Slai(**knobs)
+    def __init__(self, slai: type[Scheduler], **knobs: object) -> None:
+        self.inner = slai(**knobs)  # type: ignore[call-arg]
         self.views: dict[int, _BlindView] = {}
 
     def schedule(self, view: EngineView) -> Batch:
@@ -578,13 +599,15 @@ class _Blindfolded(Scheduler):
                      preempt=[r.real for r in batch.preempt] if batch.preempt else None)
 
 
-def test_slai_never_reads_a_true_output_length() -> None:
+def test_slai_never_reads_a_true_output_length(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batch for batch the same on blindfolded requests, with classes, a small cache that
-    makes it preempt, and user priority."""
+    makes it preempt, and user priority. (On the plain sources: the compiled module accepts
+    nothing but real requests.)"""
     assert not Slai.clairvoyant
+    plain = _plain_slai(monkeypatch)[1].Slai
     seen, blind = [], []
-    for scheduler, log in ((Slai(user_priority=True), seen),
-                           (_Blindfolded(user_priority=True), blind)):
+    for scheduler, log in ((plain(user_priority=True), seen),
+                           (_Blindfolded(plain, user_priority=True), blind)):
         recorder = _Recorder(scheduler)
         engine = Engine(recorder, Constant(0.05), 48, kv=KVCache(40, 8, 0.05),
                         slo_classes=(STRICT, RELAXED))

@@ -63,14 +63,22 @@ class Cohort:
         return members[start:start + count]
 
 
-class CohortHeap(list[tuple[float, int, Cohort]]):
-    """Cohorts by LST, earliest first: a list in heap order of (LST, tie-break, cohort), so
-    that testing it and reading its top cost no Python call (``heap[0][2]``)."""
+class CohortHeap:
+    """Cohorts by LST, earliest first: ``entries`` is a list in heap order of (LST,
+    tie-break, cohort). It holds the list rather than being one, because mypyc compiles no
+    subclass of ``list``."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self.entries: list[tuple[float, int, Cohort]] = []
         self._at: dict[float, Cohort] = {}  # the cohort with each LST in the heap
         self._pushed = 0  # tie-break for the tuples; LSTs in the heap are distinct
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def top(self) -> Cohort:
+        """The cohort with the earliest LST (the heap must not be empty)."""
+        return self.entries[0][2]
 
     def push(self, lst: float, group: int, members: list[Request]) -> None:
         """Add decoders that share ``lst``, in the order given (for ties in arrival)."""
@@ -83,14 +91,14 @@ class CohortHeap(list[tuple[float, int, Cohort]]):
                 same.group = MIXED
             return
         cohort = self._at[lst] = Cohort(lst, group, members)
-        heappush(self, (lst, self._pushed, cohort))
+        heappush(self.entries, (lst, self._pushed, cohort))
         self._pushed += 1
 
     def pop_top(self) -> None:
         """Drop the top cohort (when its last member has been taken)."""
-        lst, _, _ = heappop(self)
+        lst, _, _ = heappop(self.entries)
         del self._at[lst]
 
     def cohorts(self) -> list[Cohort]:
         """Every cohort, in no particular order (for inspection and tests)."""
-        return [entry[2] for entry in self]
+        return [entry[2] for entry in self.entries]

@@ -16,7 +16,9 @@ A decode needs a free KV block to run (the released code's ``can_append_slot``):
 free, the last paused prefill is preempted, else the decode itself. docs/slai.md lists every
 rule, where the released code is odd (the mean over all batches, not a moving average), and
 where this engine differs. Decoders move in cohorts (``schedulers.cohorts``), so a batch costs
-a heap operation per cohort, not per token.
+a heap operation per cohort, not per token. This module and ``cohorts`` are compiled with mypyc
+(issue 9's speed target, docs/performance.md); the knobs live in ``slai_options``, since a
+compiled class cannot extend the plain ``SchedulerOptions`` dataclass.
 
 What SLAI remembers of an engine between its batches (the deadlines, the paused prefills) is
 kept per engine, keyed by the view's identity: replicated engines share one SLAI object.
@@ -25,7 +27,6 @@ kept per engine, keyed by the view's identity: replicated engines share one SLAI
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -36,39 +37,8 @@ from servelab.core.request import DECODING, PREEMPTED, PREFILLING, WAITING, Requ
 from servelab.errors import ConfigError
 from servelab.schedulers.base import EngineView, Scheduler
 from servelab.schedulers.cohorts import MIXED, CohortHeap
-from servelab.schedulers.options import SchedulerOptions, knob
-
-
-@dataclass(frozen=True)
-class SlaiOptions(SchedulerOptions):
-    """The knobs of the released ``SLAISchedulerConfig``, with its defaults (default.yml).
-
-    Its ``token_budget`` (512) is the engine's budget here (``--budget``; the mistral preset's
-    is 512), and its ``batch_size`` (max_num_seqs) is ``max_active``."""
-
-    max_active: int = knob(128, "requests holding KV at once (decoding or prefill begun); new "
-                                "prompts wait beyond it", minimum=1)
-    limit_total_decodes: int = knob(128, "decode tokens per batch at most, critical and not",
-                                    minimum=1)
-    time_between_tokens: float = knob(0.2, "TBT target in seconds when the run has no SLO "
-                                           "classes (with classes, each request's class's)")
-    fcfs: bool = knob(False, "take waiting prompts oldest first instead of shortest first")
-    user_priority: bool = knob(False, "shortest first within tiers: the classes with the "
-                                      "smallest TBT target before the others")
-    fixed_offset: bool = knob(False, "always offset by below_memory_limit_offset, whatever "
-                                     "the KV usage")
-    below_memory_limit_offset: float = knob(5.0, "mean batch times an LST lies before the TBT "
-                                                 "target while KV usage < memory_limit",
-                                            minimum=0)
-    above_memory_limit_offset: float = knob(10.0, "the same at or above memory_limit",
-                                            minimum=0)
-    memory_limit: float = knob(0.96, "KV usage (used / all blocks) from which the larger "
-                                     "offset applies", minimum=0)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.time_between_tokens > 0:
-            raise ConfigError("scheduler.time_between_tokens", "must be > 0 seconds")
+from servelab.schedulers.options import SchedulerOptions
+from servelab.schedulers.slai_options import SlaiOptions
 
 
 class _EngineState:
@@ -303,7 +273,7 @@ class Slai(Scheduler):
         tokens = batch.tokens
         seqs = batch.seqs
         while heap and tokens < budget and taken < limit and seqs < cap:
-            cohort = heap[0][2]
+            cohort = heap.top()
             if critical_before is not None and critical_before < cohort.lst:
                 break
             left = len(cohort.members) - cohort.start

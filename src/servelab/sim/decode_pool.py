@@ -677,6 +677,9 @@ class ExplicitDecoders(Decoders):
         return reversed(self.entries.values())
 
     def first(self, k: int) -> list[Request]:
+        # All of them (what a policy that serves every decoder asks): one copy at C speed.
+        if k >= self.size:
+            return self._hand_out(list(self.entries.values()))
         return self._hand_out(list(islice(self.entries.values(), max(k, 0))))
 
     def last(self, k: int) -> list[Request]:
@@ -712,7 +715,11 @@ class ExplicitDecoders(Decoders):
 
     def claimed_blocks(self) -> int:
         """New KV blocks the decoders the last ``claim`` named take."""
-        return sum(1 for e in self._claimed if e.held >= e.capacity)
+        blocks = 0
+        for entry in self._claimed:
+            if entry.held >= entry.capacity:
+                blocks += 1
+        return blocks
 
     def claim(self, reqs: list[Request]) -> Request | None:
         """Check that ``reqs`` are distinct decoders of this engine and keep their entries for
@@ -723,8 +730,7 @@ class ExplicitDecoders(Decoders):
         self._handed = []
         # The list handed out this batch, named back unchanged (a scheduler may have edited
         # it in place, so its contents are compared, by identity).
-        if reqs is handed and len(reqs) == len(self._handed_entries) and all(
-                e.req is r for e, r in zip(self._handed_entries, reqs, strict=True)):
+        if reqs is handed and _same_requests(self._handed_entries, reqs):
             self._claimed = self._handed_entries  # distinct, and decoding: we listed them
             return None
         entries = self.entries
@@ -805,3 +811,10 @@ class ExplicitDecoders(Decoders):
         self.size -= 1
         return Parked(entry.remaining, entry.last_token, gaps, entry.held, entry.capacity,
                       req.slo_class)
+
+
+def _same_requests(entries: list[DecodeEntry], reqs: list[Request]) -> bool:
+    """Whether ``reqs`` holds exactly the requests of ``entries``, in order (by identity)."""
+    if len(reqs) != len(entries):
+        return False
+    return all(entries[i].req is reqs[i] for i in range(len(entries)))

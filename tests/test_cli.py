@@ -582,7 +582,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 #: Overrides that keep a test run short; an example not named here runs as shipped.
 QUICK = {"experiment.yaml": ["--set", "requests=2000"],
          "load-sweep.yaml": ["--set", "max_requests=20000", "--set", "seeds=1", "--set",
-                             "tolerance=0.1"]}
+                             "tolerance=0.1"],
+         "slai_vs_sarathi.yaml": ["--set", "requests=400", "--set", "loads=[0.3,0.6]", "--set",
+                                  "seeds=1", "--set", "tolerance=0.1"]}
 
 
 def run_summaries(payload: dict) -> list[dict]:
@@ -612,7 +614,8 @@ def test_point_c_example_is_stable_and_diverges_at_budget_1024() -> None:
 
 def test_documented_experiment_files_exist() -> None:
     """The README's `servelab run experiment.yaml` used to name a file nobody had."""
-    named = {name for doc in (ROOT / "README.md", ROOT / "docs" / "cli.md")
+    named = {name for doc in (ROOT / "README.md", ROOT / "docs" / "cli.md",
+                              ROOT / "docs" / "reproductions.md")
              for name in re.findall(r"servelab run (\S+\.yaml)", doc.read_text())}
     assert named and all((ROOT / name).is_file() for name in named), named
 

@@ -15,7 +15,7 @@ import servelab.load_sweep
 from servelab import ConfigError
 from servelab.analysis.criteria import Statistic, parse_statistic
 from servelab.load_sweep import plan_sweep, run_status, sweep
-from servelab.report.plot import marker_style, spans_orders_of_magnitude
+from servelab.report.plot import _colors, marker_style, spans_orders_of_magnitude
 from servelab.report.sweep import load_line, sweep_text
 from servelab.results import to_json
 from servelab.simulation import prepare
@@ -265,3 +265,12 @@ def test_progress_is_one_line_per_load_on_a_terminal(
     assert cli.main(ARGS) == 0
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == ["load 0.3", "load 0.9", "load 1.5"]
+
+
+def test_each_scheduler_gets_its_own_colour_when_the_cycle_is_rgb() -> None:
+    """Some styles give the colour cycle as RGB tuples; sarathi-spf once took sarathi's blue."""
+    cycle = [(0.12156862745098039, 0.4666666666666667, 0.7058823529411765),  # '#1f77b4'
+             (1.0, 0.4980392156862745, 0.054901960784313725)]                 # '#ff7f0e'
+    colors = _colors(["sarathi", "sarathi-spf", "slai"], cycle)
+    assert colors["sarathi"] == "#1f77b4"
+    assert len(set(colors.values())) == 3

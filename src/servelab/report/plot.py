@@ -134,9 +134,13 @@ def marker_style(status: str, color: str) -> dict[str, Any]:
 
 
 def _colors(names: Sequence[str], cycle: Sequence[str]) -> dict[str, str]:
-    """The usual colour of each known scheduler; the others take the cycle's unused ones."""
+    """The usual colour of each known scheduler; the others take the cycle's unused ones.
+    The cycle is compared in hex: a style may give it as RGB tuples, which would otherwise
+    hand a known scheduler's colour to another."""
+    from matplotlib.colors import to_hex
+
     used = {COLORS[name] for name in names if name in COLORS}
-    spare = iter([c for c in cycle if c not in used] + ["black"] * len(names))
+    spare = iter([c for c in map(to_hex, cycle) if c not in used] + ["black"] * len(names))
     return {name: COLORS.get(name) or next(spare) for name in names}
 
 

@@ -53,26 +53,11 @@ class KFCFS(Scheduler):
         return {"priority": self.priority, "kp": self.k_prefill, "kd": self.k_decode}
 
     def schedule(self, view: EngineView) -> Batch:
-        return self.schedule_under(view, view.budget)
+        return _fill(self, view, view.budget)
 
     def schedule_under(self, view: EngineView, budget: int) -> Batch:
         """The batch under a token budget of ``budget``, at most the view's (RAD's B*)."""
-        seqs = view.seq_limit
-        d = view.num_decoding
-        if d > self._decode_window:
-            d = self._decode_window
-        waiting: Iterable[Request] = (view.shortest_waiting() if self.shortest_first
-                                      else view.waiting)
-        if view.kv is not None:
-            return self._schedule_in_memory(view, waiting, d, budget)
-        if self._decode_priority:
-            if d > budget:
-                d = budget
-            if d > seqs:
-                d = seqs
-            return Batch(fill_chunks(waiting, budget - d, seqs - d, self.k_prefill)[0], d)
-        chunks, used = fill_chunks(waiting, budget, seqs, self.k_prefill)
-        return Batch(chunks, min(d, budget - used, seqs - len(chunks)))
+        return _fill(self, view, budget)
 
     def _schedule_in_memory(self, view: EngineView, waiting: Iterable[Request],
                             d: int, budget: int) -> Batch:
@@ -89,3 +74,24 @@ class KFCFS(Scheduler):
             chunks, used = fill_chunks(waiting, budget, seqs, self.k_prefill, room)
             d = min(d, budget - used, seqs - len(chunks))
         return Batch(chunks, d, preempt=victims or None)
+
+
+def _fill(policy: KFCFS, view: EngineView, budget: int) -> Batch:
+    """KFCFS's batch under ``budget``. A function, not a method that ``schedule`` calls: on an
+    interpreted subclass (Sarathi) such a call is a Python method lookup every batch."""
+    seqs = view.seq_limit
+    d = view.num_decoding
+    if d > policy._decode_window:
+        d = policy._decode_window
+    waiting: Iterable[Request] = (view.shortest_waiting() if policy.shortest_first
+                                  else view.waiting)
+    if view.kv is not None:
+        return policy._schedule_in_memory(view, waiting, d, budget)
+    if policy._decode_priority:
+        if d > budget:
+            d = budget
+        if d > seqs:
+            d = seqs
+        return Batch(fill_chunks(waiting, budget - d, seqs - d, policy.k_prefill)[0], d)
+    chunks, used = fill_chunks(waiting, budget, seqs, policy.k_prefill)
+    return Batch(chunks, min(d, budget - used, seqs - len(chunks)))

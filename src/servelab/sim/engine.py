@@ -205,9 +205,8 @@ class Engine:
         self.unprocessed_tokens = 0
         self.outstanding = 0
         self.idle_s = 0.0
-        self.preemptions = 0
-        self.recomputed_tokens = 0
-        # The same two by service-level class (class index -> count), for per-class reports.
+        # Preemptions, and tokens prefilled again after them, by service-level class (class
+        # index -> count; the totals are their sums).
         self.preemptions_by_class: dict[int, int] = {}
         self.recomputed_by_class: dict[int, int] = {}
         self.swapped_blocks = 0  # blocks copied out to host memory, over the run
@@ -289,6 +288,16 @@ class Engine:
         if status == FINISHED:
             return req.output_tokens, self.records.finish[req.id]
         return 0, NO_TOKEN
+
+    @property
+    def preemptions(self) -> int:
+        """Requests preempted here, by recompute or swap, over the run."""
+        return sum(self.preemptions_by_class.values())
+
+    @property
+    def recomputed_tokens(self) -> int:
+        """Prompt and output tokens prefilled again after recompute preemptions."""
+        return sum(self.recomputed_by_class.values())
 
     # -- the lifecycle ----------------------------------------------------------------------
     def _publish(self) -> None:
@@ -707,7 +716,6 @@ class Engine:
         decoder, under ``KVCache.preemption == "swap"``) its KV goes to host memory instead,
         and it decodes on when it comes back. A request evicted mid-prefill starts its
         prefill over, where it waits."""
-        self.preemptions += 1
         by_class = self.preemptions_by_class
         by_class[req.slo_class] = by_class.get(req.slo_class, 0) + 1
         if req.status == PREFILLING:
@@ -743,8 +751,7 @@ class Engine:
 
     def _recompute(self, req: Request, tokens: int) -> None:
         """``tokens`` of ``req`` are to be prefilled again: work to do, and work counted as
-        recomputed (in total and for its class)."""
-        self.recomputed_tokens += tokens
+        recomputed (for its class)."""
         by_class = self.recomputed_by_class
         by_class[req.slo_class] = by_class.get(req.slo_class, 0) + tokens
         self.unprocessed_tokens += tokens

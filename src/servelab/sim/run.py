@@ -264,13 +264,20 @@ class EngineRecords:
     decode_tokens: int
     admitted: int
     completed: int
-    preemptions: int
-    recomputed_tokens: int  # prompt and output tokens prefilled again after a preemption
     backlog: BacklogSampler
-    #: The two above by service-level class (class index -> count; absent: none).
+    #: Preemptions, and prompt and output tokens prefilled again after them, by service-level
+    #: class (class index -> count; absent: none).
     preemptions_by_class: dict[int, int] = field(default_factory=dict)
     recomputed_by_class: dict[int, int] = field(default_factory=dict)
     batches: list[BatchRecord] | None = field(default=None)
+
+    @property
+    def preemptions(self) -> int:
+        return sum(self.preemptions_by_class.values())
+
+    @property
+    def recomputed_tokens(self) -> int:
+        return sum(self.recomputed_by_class.values())
 
 
 @dataclass
@@ -401,8 +408,6 @@ def run_engines(
             decode_tokens=e.processed_tokens - e.prefill_tokens,
             admitted=e.admitted,
             completed=e.admitted - e.outstanding,
-            preemptions=e.preemptions,
-            recomputed_tokens=e.recomputed_tokens,
             backlog=sampler,
             preemptions_by_class=dict(e.preemptions_by_class),
             recomputed_by_class=dict(e.recomputed_by_class),

@@ -45,7 +45,7 @@ class KVCache:
     @property
     def used_fraction(self) -> float:
         """Blocks in use over all blocks (SLAI's KV usage)."""
-        return (self.num_blocks - self.free_blocks) / self.num_blocks
+        return self.used_blocks / self.num_blocks
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` slots."""
@@ -53,4 +53,4 @@ class KVCache:
 
     def capacity_for(self, tokens: int) -> int:
         """The slots of the blocks that hold ``tokens``: what an allocation really gets."""
-        return -(-tokens // self.block_size) * self.block_size
+        return self.blocks_for(tokens) * self.block_size

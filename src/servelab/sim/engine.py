@@ -257,8 +257,13 @@ class Engine:
         kv = self.kv
         if kv is None or req.status == PREFILLING:  # allocated when its prefill began
             return 0
+        return kv.blocks_for(self._admission_slots(req))
+
+    def _admission_slots(self, req: Request) -> int:
+        """Slots a first chunk of ``req`` allocates: its whole prefill, at least the policy's
+        reservation."""
         left = req.prefill_left
-        return kv.blocks_for(left if left > self._reserve else self._reserve)
+        return left if left > self._reserve else self._reserve
 
     def decode_blocks(self, k: SupportsIndex) -> int:
         """New blocks the next round takes if it serves the first ``k`` decoders."""
@@ -679,13 +684,12 @@ class Engine:
 
     def _allocate(self, req: Request, kv: KVCache) -> None:
         """A first chunk: blocks for the whole prefill (at least the policy's reservation)."""
-        left = req.prefill_left
-        slots = kv.capacity_for(left if left > self._reserve else self._reserve)
+        slots = kv.capacity_for(self._admission_slots(req))
         self._kv_alloc[req.id] = slots
         kv.free_blocks -= slots // kv.block_size
 
     def _note_peak(self, kv: KVCache) -> None:
-        used = kv.num_blocks - kv.free_blocks
+        used = kv.used_blocks
         if used > self.kv_peak_blocks:
             self.kv_peak_blocks = used
 

@@ -159,8 +159,7 @@ def fill_chunks(
     limit = seqs if max_requests is None or max_requests > seqs else max_requests
     room = tokens
     for req in waiting:  # not islice: building one per batch costs more than the count
-        if memory is not None and ((memory.skip and req in memory.skip)
-                                   or not memory.admits(req)):
+        if memory is not None and not memory.admits(req):
             continue  # begun prefills behind it still get chunks
         left = req.prefill_left
         if left >= room:
@@ -188,8 +187,7 @@ def fill_whole(
         n = req.prefill_left
         if used + n > tokens or len(chunks) == seqs:
             break
-        if memory is not None and ((memory.skip and req in memory.skip)
-                                   or not memory.admits(req)):
+        if memory is not None and not memory.admits(req):
             break
         chunks.append((req, n))
         used += n

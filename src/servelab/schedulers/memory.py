@@ -35,8 +35,11 @@ class MemoryRoom:
         self.closed = False  # a new prompt did not fit: the ones behind it wait too
 
     def admits(self, req: Any) -> bool:
-        """Whether ``req`` may have a chunk: a begun prefill always, a new prompt while its
-        blocks fit and none before it was refused; its blocks are then counted."""
+        """Whether ``req`` may have a chunk: not one being preempted; a begun prefill always,
+        a new prompt while its blocks fit and none before it was refused; its blocks are then
+        counted."""
+        if self.skip and req in self.skip:
+            return False
         blocks = self.view.blocks_to_admit(req)
         if not blocks:
             return True

@@ -182,11 +182,11 @@ def backlog_verdict(series: RunSeries, offered_tokens_per_s: float, guards: Guar
     at = t[edges]
     seconds = np.diff(at)
     served = np.diff(series.served_tokens[edges].astype(float)) / seconds
-    arrived = np.diff(series.arrived_tokens(at).astype(float)) / seconds
+    arrived_by = series.arrived_tokens(at)
+    arrived = np.diff(arrived_by.astype(float)) / seconds
     span = at[-1] - at[0]
     s = float(series.served_tokens[edges[-1]] - series.served_tokens[edges[0]]) / span
-    first_arrived, last_arrived = series.arrived_tokens(at[[0, -1]]).tolist()
-    a = (last_arrived - first_arrived) / span
+    a = (int(arrived_by[-1]) - int(arrived_by[0])) / span
     stderr = float(np.std(arrived - served, ddof=1)) / math.sqrt(BLOCKS)
     served_stderr = float(np.std(served, ddof=1)) / math.sqrt(BLOCKS)
     first, last = np.searchsorted(series.arrival_s, at[[0, -1]], side="right")

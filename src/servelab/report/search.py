@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from servelab.analysis.criteria import Criterion, Value, parse_criterion
-from servelab.report.table import _engine_line, _rate, _row
+from servelab.report.table import _engine_line, _rate, _row, capacity_phrase
 
 #: How the report names the bound the search started from (``search.starting_bound``).
 BOUNDS = {"tokens": "the token capacity", "kmax": "the k_max region's bound",
@@ -52,9 +52,8 @@ def capacity_search_text(result: dict[str, Any]) -> str:
         f"{', '.join(c.text for c in criteria)}; seeds {', '.join(map(str, seeds))}; "
         f"tolerance {100 * result['tolerance']:g}%",
         _engine_line(theory),
-        f"theory    capacity {theory['tokens_per_s']:,.1f} tokens/s = {_rate(theory['max_rate'])} "
-        f"req/s ({theory['work_per_request_tokens']:g} token slots per request); the search "
-        f"starts at {_rate(result['start_rate'])} req/s, {BOUNDS[result['start_binding']]}",
+        f"theory    {capacity_phrase(theory)}; the search starts at "
+        f"{_rate(result['start_rate'])} req/s, {BOUNDS[result['start_binding']]}",
         "",
     ]
     header = ["probe", "rate", "load", "seeds", *(c.text for c in criteria), "result"]

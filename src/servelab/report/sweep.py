@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servelab.report.table import _engine_line, _rate, _table, workload_source
+from servelab.report.table import _engine_line, _rate, _table, capacity_phrase, workload_line
 
 #: How a value is marked when its run is not confidently stable (``load_sweep.run_status``).
 MARKS = {"unstable": "!", "inconclusive": "?"}
@@ -32,16 +32,13 @@ def sweep_text(result: dict[str, Any]) -> str:
     """One row per load, one column per scheduler: the metric, marked where not stable."""
     names, points = result["schedulers"], result["points"]
     first = points[0]["results"][0]
-    cap = first["capacity"]
     lines = [
         f"servelab sweep: {', '.join(names)} at loads "
         f"{', '.join(f'{load:g}' for load in result['loads'])}; {result['metric']} in seconds",
         _engine_line(first),
-        f"workload  {workload_source(first)}; mean {first['mean_prefill_tokens']:.1f} + "
-        f"{first['mean_decode_tokens']:.1f} tokens; seed {first['workload']['seed']}",
-        f"theory    capacity {cap['tokens_per_s']:,.1f} tokens/s = {_rate(cap['max_rate'])} "
-        f"req/s ({cap['work_per_request_tokens']:g} token slots per request); each load's rate "
-        "is that fraction of it",
+        workload_line(first, with_rate=False),
+        f"theory    {capacity_phrase(first['capacity'])}; each load's rate is that fraction "
+        "of it",
         "",
     ]
     columns = [("load", ""), ("rate", "req/s"), ("theory", "verdict"),

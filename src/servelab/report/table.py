@@ -77,10 +77,18 @@ def workload_source(s: dict[str, Any]) -> str:
     return f"{w['arrivals']} arrivals, prefill {w['prefill']}, decode {w['decode']}"
 
 
-def _workload_line(s: dict[str, Any]) -> str:
+def workload_line(s: dict[str, Any], with_rate: bool = True) -> str:
+    """The workload and its mean lengths, and the rate (a sweep's rates are per load)."""
+    rate = f"{_rate(s['rate'])} req/s; " if with_rate else ""
     return (f"workload  {workload_source(s)}; mean {s['mean_prefill_tokens']:.1f} + "
-            f"{s['mean_decode_tokens']:.1f} tokens; {_rate(s['rate'])} req/s; "
-            f"seed {s['workload']['seed']}")
+            f"{s['mean_decode_tokens']:.1f} tokens; {rate}seed {s['workload']['seed']}")
+
+
+def capacity_phrase(cap: dict[str, Any]) -> str:
+    """The token capacity and the request rate it allows (``capacity`` of a summary, or the
+    search's theory)."""
+    return (f"capacity {cap['tokens_per_s']:,.1f} tokens/s = {_rate(cap['max_rate'])} req/s "
+            f"({cap['work_per_request_tokens']:g} token slots per request)")
 
 
 def _region_limit(region: dict[str, Any]) -> str:
@@ -110,11 +118,9 @@ def theory_lines(s: dict[str, Any]) -> list[str]:
     """The engine, workload, capacity and theory-verdict lines shared by simulate and compare."""
     cap = s["capacity"]
     region = s.get("kmax_region")
-    capacity = (f"capacity {cap['tokens_per_s']:,.1f} tokens/s = {_rate(cap['max_rate'])} req/s "
-                f"({cap['work_per_request_tokens']:g} token slots per request); load "
-                f"{_rate(s['load'])}")
+    capacity = f"{capacity_phrase(cap)}; load {_rate(s['load'])}"
     slope = f"fluid backlog slope {s['fluid_slope_tokens_per_s']:,.1f} tokens/s"
-    lines = [_engine_line(s), _workload_line(s)]
+    lines = [_engine_line(s), workload_line(s)]
     if region:
         px, dx = region["offered_tokens_per_s"]
         lines += [f"theory    token {capacity} (b_max alone)",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 
 
 def stages(output_tokens: int, first_token_at_prefill: bool) -> int:
@@ -81,7 +82,7 @@ def nested_segments(rates: Mapping[int, float], total: int,
     still decoding after segment i's stages is known to be longer than d(i)."""
     lengths = sorted(rates)
     bounds = [stages(o, first_token_at_prefill) for o in lengths]  # stages up to each end
-    alive = [sum(rates[o] for o in lengths[i:]) for i in range(len(lengths))]
+    alive = _suffix_sums([rates[o] for o in lengths])
     starts = [0, *bounds[:-1]]
     weight = [(end - start) * rate for start, end, rate in zip(starts, bounds, alive,
                                                                 strict=True)]
@@ -92,3 +93,13 @@ def nested_segments(rates: Mapping[int, float], total: int,
         per_stage = math.ceil(total * rate / whole)  # = ceil(share / (end - start))
         segments.append(Segment(start, end - 1, share, per_stage, max(int(share), per_stage)))
     return segments
+
+
+def _suffix_sums(values: list[float]) -> list[float]:
+    """sum(values[i:]) for each i. Learned rates are counts, recomputed every batch that
+    sees an arrival: whole numbers, whose sums are exact in any order, so one pass from the
+    right gives them (hundreds of lengths made the quadratic form most of a run). Declared
+    rates may have fractions: each suffix is summed from the left as before, to the bit."""
+    if all(float(v).is_integer() for v in values):
+        return list(accumulate(reversed(values)))[::-1]
+    return [sum(values[i:]) for i in range(len(values))]

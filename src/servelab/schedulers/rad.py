@@ -47,12 +47,17 @@ class RadOptions(SchedulerOptions):
                                   "tile, or 1 when it has none", minimum=1)
 
 
+def tile_of(timing: TimingModel, tile: int | None) -> int:
+    """The tile B* is a multiple of: ``tile``, or the timing's own, or 1."""
+    return tile if tile is not None else timing.tile or 1
+
+
 def best_batch_tokens(timing: TimingModel, budget: int, tile: int | None = None) -> int:
     """B*: the multiple of ``tile`` at most ``budget`` that minimises t(B)/B, the smallest of
     ties. ``tile`` None takes the timing's tile, or 1. A tile over the budget leaves the budget
     itself (every batch then pays one tile). A model that is not token-only is timed at half
     prefill, as ``TimingModel.capacity`` is by default."""
-    step = tile if tile is not None else timing.tile or 1
+    step = tile_of(timing, tile)
     if step > budget:
         return budget
     sizes = np.arange(step, budget + 1, step)
@@ -99,7 +104,7 @@ class RAD(KFCFS):
         mu, n_star = timing.capacity(budget)
         served = b_star / timing.tokens_duration(b_star)
         if served < mu * (1 - TIE):
-            tile = self.settings.tile if self.settings.tile is not None else timing.tile or 1
+            tile = tile_of(timing, self.settings.tile)
             warnings.warn(ConfigWarning(
                 "scheduler.tile",
                 f"rad's batches hold at most B* = {b_star} tokens (multiples of the tile {tile} "

@@ -30,6 +30,7 @@ STATUS_NAMES = ("waiting", "prefilling", "decoding", "preempted", "finished", "c
                 "swapped")
 
 
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """One request: ``prompt_tokens`` to prefill, then ``output_tokens`` to generate.
@@ -85,3 +86,9 @@ def _restore(cls: type[Request], state: tuple[Any, ...]) -> Request:
     req.prefill_left = prefill_left
     req.status = status
     return req
+
+
+def prefill_not_begun(req: Request) -> bool:
+    """Whether ``req`` waits for its prefill to begin: new, or preempted to prefill again."""
+    status = req.status
+    return status in (WAITING, PREEMPTED)

@@ -29,15 +29,11 @@ from itertools import islice
 from typing import ClassVar, cast
 
 from servelab.core.batch import Batch
-from servelab.core.request import PREEMPTED, PREFILLING, WAITING, Request
+from servelab.core.request import PREFILLING, Request, prefill_not_begun
 from servelab.schedulers.base import EngineView
 from servelab.schedulers.memory import MemoryRoom, fit_decoders
 from servelab.schedulers.wait_base import ThresholdPolicy, ViewState
 from servelab.schedulers.wait_thresholds import TypeThreshold, wait_thresholds
-
-
-def _at_stage_zero(req: Request) -> bool:
-    return req.status == WAITING or req.status == PREEMPTED
 
 
 class WaitState(ViewState):
@@ -53,13 +49,13 @@ class WaitState(ViewState):
         queue = self.queues.get(kind)
         if queue is None:
             return 0
-        while queue and not _at_stage_zero(queue[0]):
+        while queue and not prefill_not_begun(queue[0]):
             queue.popleft()
         return len(queue)
 
     def oldest(self, kind: int, k: int) -> list[Request]:
         queue = self.queues.get(kind, deque())
-        return list(islice((r for r in queue if _at_stage_zero(r)), k))
+        return list(islice((r for r in queue if prefill_not_begun(r)), k))
 
     def requeue(self, kind: int, req: Request) -> None:
         """A preempted request back at stage 0, in id (arrival) order."""

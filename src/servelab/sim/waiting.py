@@ -17,17 +17,12 @@ from bisect import insort
 from collections import deque
 from collections.abc import Iterator
 
-from servelab.core.request import PREEMPTED, PREFILLING, WAITING, Request
+from servelab.core.request import PREEMPTED, PREFILLING, WAITING, Request, prefill_not_begun
 
 
 def _waits(req: Request) -> bool:
     status = req.status
     return status in (WAITING, PREFILLING, PREEMPTED)
-
-
-def _not_begun(req: Request) -> bool:
-    status = req.status
-    return status in (WAITING, PREEMPTED)
 
 
 class WaitingQueue:
@@ -166,7 +161,7 @@ class WaitingQueue:
         # scan never copies or reshuffles the list of lengths.
         while lengths:
             first = by_length[lengths[0]]
-            while first and not _not_begun(first[0]):
+            while first and not prefill_not_begun(first[0]):
                 first.popleft()
             if first:
                 break
@@ -174,12 +169,12 @@ class WaitingQueue:
             del lengths[0]
         for length in lengths:
             for req in by_length[length]:
-                if _not_begun(req):
+                if prefill_not_begun(req):
                     yield req
 
     def _index(self, req: Request) -> None:
         by_length = self._by_length
-        if by_length is None or not _not_begun(req):
+        if by_length is None or not prefill_not_begun(req):
             return
         length = req.prefill_left
         same = by_length.get(length)

@@ -92,8 +92,7 @@ def recover_conversations(text: str) -> tuple[list[dict[str, Any]], int]:
     pos = start + 1
     items: list[dict[str, Any]] = []
     while True:
-        while pos < len(text) and text[pos] in _BLANKS:
-            pos += 1
+        pos = _skip_blanks(text, pos)
         if pos < len(text) and text[pos] == "]":
             return items, len(text)
         if items:  # elements are separated by commas

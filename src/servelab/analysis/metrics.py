@@ -119,13 +119,14 @@ def slo_summary(requests: RequestTable, classes: Sequence[SloClass], done: np.nd
     good = _good(requests, classes, done)
     per_class = []
     for c, (spec, hist) in enumerate(zip(classes, tbt_hists, strict=True)):
-        mine = done & (slo_class == c)
+        in_class = slo_class == c
+        mine = done & in_class
         completed = int(np.count_nonzero(mine))
-        good_c = int(np.count_nonzero(good & (slo_class == c)))
+        good_c = int(np.count_nonzero(good & in_class))
         latency = latency_stats(requests, mine)
         per_class.append({
             "name": spec.name, "probability": spec.probability, "tbt_target_s": spec.tbt_s,
-            "ttft_target_s": spec.ttft_s, "arrived": int(np.count_nonzero(slo_class == c)),
+            "ttft_target_s": spec.ttft_s, "arrived": int(np.count_nonzero(in_class)),
             "completed": completed, "ttft_ms": latency["ttft_ms"],
             "tbt_ms": None if hist is None else hist_stats_ms(hist, ticks_per_s),
             "tpot_ms": latency["tpot_ms"], "e2e_ms": latency["e2e_ms"],
